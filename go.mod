@@ -1,0 +1,3 @@
+module github.com/umltools/umltools
+
+go 1.24

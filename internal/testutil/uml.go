@@ -1,0 +1,215 @@
+package testutil
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// UML is a running C kernel (/usr/bin/linux.uml) started by a test.
+type UML struct {
+	Umid   string
+	UMLDir string // the uml_dir= base; the machine dir is UMLDir/Umid
+	Cmd    *exec.Cmd
+
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+// UMLOptions configures StartUML.
+type UMLOptions struct {
+	// Umid defaults to a name derived from the test.
+	Umid string
+	// Init is the text of a shell script run as init (pid 1) inside a
+	// hostfs-root guest (the host's / as root). It should power off with
+	// `echo o > /proc/sysrq-trigger` when done. Ignored when Args sets
+	// the root (e.g. a ubd0 image) — then use Extra.
+	Init string
+	// Args replaces the default root/init arguments entirely (umid=,
+	// uml_dir= and con= are still added unless present).
+	Args []string
+	// Extra arguments appended to the command line.
+	Extra []string
+	// Mem defaults to 64M.
+	Mem string
+	// Stdin, if set, feeds the console (con0=fd:0,fd:1).
+	Stdin *os.File
+}
+
+// StartUML boots the C kernel, skipping t if it is not installed. The
+// machine is killed when the test ends. Console output (con0) and kernel
+// messages are collected; see Output and WaitOutput.
+func StartUML(t testing.TB, o UMLOptions) *UML {
+	t.Helper()
+	kern := NeedCmd(t, "linux.uml")[0]
+	dir := t.TempDir()
+	u := &UML{Umid: o.Umid, UMLDir: filepath.Join(dir, "uml"), done: make(chan struct{})}
+	if u.Umid == "" {
+		u.Umid = umidFor(t)
+	}
+	mem := o.Mem
+	if mem == "" {
+		mem = "64M"
+	}
+	args := []string{"mem=" + mem}
+	if o.Args != nil {
+		args = append(args, o.Args...)
+	} else {
+		script := filepath.Join(dir, "init.sh")
+		body := "#!/bin/sh\nmount -t proc proc /proc 2>/dev/null\n" + o.Init
+		if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "rootfstype=hostfs", "rootflags=/", "rw", "init="+script)
+	}
+	if !hasPrefixArg(args, "con0=") {
+		args = append(args, "con0=fd:0,fd:1")
+	}
+	if !hasPrefixArg(args, "con=") {
+		args = append(args, "con=null")
+	}
+	if !hasPrefixArg(args, "ssl") {
+		args = append(args, "ssl=null")
+	}
+	args = append(args, "umid="+u.Umid, "uml_dir="+u.UMLDir+"/")
+	args = append(args, o.Extra...)
+	cmd := exec.Command(kern, args...)
+	cmd.Dir = dir
+	if o.Stdin != nil {
+		cmd.Stdin = o.Stdin
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	w := &lockedWriter{u: u}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting linux.uml: %v", err)
+	}
+	u.Cmd = cmd
+	go func() {
+		u.err = cmd.Wait()
+		close(u.done)
+	}()
+	t.Cleanup(func() {
+		u.Kill()
+		if t.Failed() {
+			t.Logf("linux.uml output (tail):\n%s", tail(u.Output(), 3000))
+		}
+	})
+	return u
+}
+
+type lockedWriter struct{ u *UML }
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.u.mu.Lock()
+	defer w.u.mu.Unlock()
+	return w.u.out.Write(p)
+}
+
+// Output returns everything the machine printed so far.
+func (u *UML) Output() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.out.String()
+}
+
+// MachineDir returns UMLDir/Umid, where the pid file and mconsole live.
+func (u *UML) MachineDir() string { return filepath.Join(u.UMLDir, u.Umid) }
+
+// MconsolePath returns the machine's mconsole socket path.
+func (u *UML) MconsolePath() string { return filepath.Join(u.MachineDir(), "mconsole") }
+
+// WaitOutput waits until the output contains s, failing t on timeout or if
+// the machine exits first.
+func (u *UML) WaitOutput(t testing.TB, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if strings.Contains(u.Output(), s) {
+			return
+		}
+		select {
+		case <-u.done:
+			if strings.Contains(u.Output(), s) {
+				return
+			}
+			t.Fatalf("linux.uml exited (%v) before printing %q; output tail:\n%s", u.err, s, tail(u.Output(), 3000))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timeout (%v) waiting for %q from linux.uml; output tail:\n%s", timeout, s, tail(u.Output(), 3000))
+		}
+	}
+}
+
+// Wait waits for the machine to exit, killing it after timeout. It returns
+// the process's wait error and whether it exited on its own.
+func (u *UML) Wait(timeout time.Duration) (error, bool) {
+	select {
+	case <-u.done:
+		return u.err, true
+	case <-time.After(timeout):
+		u.Kill()
+		return fmt.Errorf("killed after %v", timeout), false
+	}
+}
+
+// Done is closed when the machine process has exited.
+func (u *UML) Done() <-chan struct{} { return u.done }
+
+// Kill kills the machine and all its host threads/processes and waits.
+func (u *UML) Kill() {
+	select {
+	case <-u.done:
+		return
+	default:
+	}
+	if u.Cmd.Process != nil {
+		// The kernel's host helper processes share its process group.
+		syscall.Kill(-u.Cmd.Process.Pid, syscall.SIGKILL)
+	}
+	select {
+	case <-u.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+func hasPrefixArg(args []string, p string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(a, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// umidFor derives a short umid from the test name (umids are ≤63 chars).
+func umidFor(t testing.TB) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(t.Name()) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+	}
+	s := b.String()
+	if len(s) > 20 {
+		s = s[len(s)-20:]
+	}
+	return fmt.Sprintf("%s%d", s, time.Now().UnixNano()%100000)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}

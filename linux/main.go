@@ -1,0 +1,7 @@
+// Command linux is part of the umltools toolchain. It is not implemented yet:
+// it prints one line and exits 1.
+package main
+
+import "github.com/umltools/umltools/internal/cli"
+
+func main() { cli.Main("linux", cli.NotImplemented("linux")) }

@@ -1,0 +1,39 @@
+#!/bin/sh
+# The project's test run (make test): installs the interop oracles when it
+# can, checks formatting and vet, runs every test, then every fuzz target
+# for FUZZTIME (10s). Tests that cannot run here record a "SKIP: <reason>"
+# line, printed at the end.
+set -eu
+cd "$(dirname "$0")/.."
+
+./scripts/deps.sh || true
+
+echo "== gofmt"
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then
+	echo "gofmt would change:"; echo "$bad"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+skiplog=$(mktemp)
+trap 'rm -f "$skiplog"' EXIT
+export UMLTEST_SKIPLOG="$skiplog"
+export UMLTEST_BIN="$(pwd)/bin"
+
+echo "== go test"
+rc=0
+go test -count=1 -timeout 30m ${GOTESTFLAGS:-} ./... || rc=$?
+
+echo "== fuzz (${FUZZTIME:-10s} per target)"
+if [ $rc -eq 0 ]; then
+	FUZZTIME=${FUZZTIME:-10s} ./scripts/fuzz.sh || rc=$?
+fi
+
+if [ -s "$skiplog" ]; then
+	echo "== skipped"
+	sort -u "$skiplog"
+fi
+[ $rc -eq 0 ] && echo "== PASS" || echo "== FAIL"
+exit $rc
