@@ -1,7 +1,8 @@
-// Command uml_switch is part of the umltools toolchain. It is not implemented yet:
-// it prints one line and exits 1.
+// Command uml_switch is a virtual Ethernet switch (or hub) for User Mode
+// Linux machines using the daemon network transport. It is command-line
+// and protocol compatible with the uml_switch of Debian's uml-utilities.
 package main
 
 import "github.com/umltools/umltools/internal/cli"
 
-func main() { cli.Main("uml_switch", cli.NotImplemented("uml_switch")) }
+func main() { cli.Main("uml_switch", run) }
