@@ -78,8 +78,8 @@ type Switch struct {
 	cfg   Config
 	start time.Time
 	out   lockedWriter
-	age  int64
-	pcap *pcapWriter
+	age   int64
+	pcap  *pcapWriter
 
 	ctls     []*ctlSock
 	data     *os.File

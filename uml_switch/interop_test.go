@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/umltools/umltools/internal/testutil"
+)
+
+// lockedBuf is a goroutine-safe output buffer for a child process.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// switchProc is a running switch binary (ours or the C one).
+type switchProc struct {
+	cmd      *exec.Cmd
+	out, err lockedBuf
+}
+
+// cSwitch returns the C switch, or skips t.
+func cSwitch(t *testing.T) string {
+	t.Helper()
+	p := "/usr/bin/uml_switch"
+	if _, err := os.Stat(p); err != nil {
+		testutil.Skip(t, "uml-utilities (C uml_switch) not installed")
+	}
+	return p
+}
+
+// startSwitchBin starts bin with args and waits for the control socket
+// ctl to appear. The C switch's stdout is line-buffered with stdbuf so
+// its log can be read while it runs. The switch gets SIGINT at the end.
+func startSwitchBin(t *testing.T, bin, ctl string, args ...string) *switchProc {
+	t.Helper()
+	var cmd *exec.Cmd
+	if strings.HasPrefix(bin, "/usr/bin/") {
+		if sb, err := testutil.LookPath("stdbuf"); err == nil {
+			cmd = exec.Command(sb, append([]string{"-oL", bin}, args...)...)
+		}
+	}
+	if cmd == nil {
+		cmd = exec.Command(bin, args...)
+	}
+	sp := &switchProc{cmd: cmd}
+	cmd.Stdout, cmd.Stderr = &sp.out, &sp.err
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s stdout:\n%s\nstderr:\n%s", bin, tailStr(sp.out.String()), sp.err.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, err := os.Stat(ctl); err == nil && st.Mode()&os.ModeSocket != 0 {
+			return sp
+		}
+		select {
+		case <-done:
+			t.Fatalf("%s exited early: stdout %q stderr %q", bin, sp.out.String(), sp.err.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: control socket %s never appeared", bin, ctl)
+		}
+	}
+}
+
+func tailStr(s string) string {
+	if len(s) > 3000 {
+		return "…" + s[len(s)-3000:]
+	}
+	return s
+}
+
+// guestScript is run.sh for every machine; $role, $ip and $peer come from
+// the kernel command line. Machines a and b find each other, ping each
+// other 5 times, then a sends 40 quick pings to b. The watcher w counts
+// the frames its interface receives while a and b talk.
+const guestScript = `
+ifconfig eth0 10.0.0.$ip netmask 255.255.255.0 up
+rx() { cat /sys/class/net/eth0/statistics/rx_packets; }
+seen() { ls /host | grep -qx "$1"; }
+if [ "$role" = w ]; then
+	rx > /host/w.before
+	echo WATCH-READY
+	i=0
+	while [ $i -lt 900 ]; do seen a.done && seen b.done && break; sleep 0.1; i=$((i+1)); done
+	rx > /host/w.after
+	poweroff -f
+fi
+i=0
+until ping -c 1 -W 1 10.0.0.$peer >/dev/null 2>&1; do
+	i=$((i+1)); [ $i -ge 60 ] && break
+done
+ping -c 5 10.0.0.$peer > /host/$role.ping 2>&1
+echo "rc=$?" >> /host/$role.ping
+if [ "$role" = a ]; then ping -c 40 -i 0.05 10.0.0.$peer > /host/a.flood 2>&1; fi
+echo done > /host/$role.done
+other=a; [ "$role" = a ] && other=b
+i=0
+while [ $i -lt 900 ]; do seen $other.done && break; sleep 0.1; i=$((i+1)); done
+sleep 0.5
+poweroff -f
+`
+
+type lanResult struct {
+	aPing, bPing string
+	watchRx      int // frames the watcher received while a and b talked; -1 without a watcher
+}
+
+// runLAN boots machines a and b (and the watcher w when watch is set) on
+// the switch at ctl and returns what they recorded.
+func runLAN(t *testing.T, ctl string, watch bool) lanResult {
+	t.Helper()
+	host := t.TempDir()
+	if err := os.WriteFile(filepath.Join(host, "run.sh"), []byte(guestScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	boot := func(role string, ip, peer int) *testutil.UML {
+		img := testutil.BusyboxImage(t)
+		return testutil.StartUML(t, testutil.UMLOptions{
+			Umid: fmt.Sprintf("sw%s%d", role, time.Now().UnixNano()%1000000),
+			Args: []string{"ubd0=" + img, "rw", "init=/init", "umltest=" + host,
+				fmt.Sprintf("eth0=daemon,02:00:00:00:01:%02x,unix,%s", ip, ctl),
+				"role=" + role, fmt.Sprintf("ip=%d", ip), fmt.Sprintf("peer=%d", peer)},
+		})
+	}
+	var ms []*testutil.UML
+	if watch {
+		w := boot("w", 3, 0)
+		w.WaitOutput(t, "WATCH-READY", 60*time.Second)
+		ms = append(ms, w)
+	}
+	ms = append(ms, boot("a", 1, 2), boot("b", 2, 1))
+	for _, m := range ms {
+		if _, ok := m.Wait(120 * time.Second); !ok {
+			t.Fatalf("machine %s did not power off; output:\n%s", m.Umid, tailStr(m.Output()))
+		}
+	}
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(host, name))
+		return string(b)
+	}
+	r := lanResult{aPing: read("a.ping"), bPing: read("b.ping"), watchRx: -1}
+	if watch {
+		before, err1 := strconv.Atoi(strings.TrimSpace(read("w.before")))
+		after, err2 := strconv.Atoi(strings.TrimSpace(read("w.after")))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("watcher counters unreadable: %q %q", read("w.before"), read("w.after"))
+		}
+		r.watchRx = after - before
+	}
+	return r
+}
+
+func checkPings(t *testing.T, r lanResult) {
+	t.Helper()
+	for name, out := range map[string]string{"a→b": r.aPing, "b→a": r.bPing} {
+		if !strings.Contains(out, "5 packets received") || !strings.Contains(out, "rc=0") {
+			t.Errorf("ping %s failed:\n%s", name, out)
+		}
+	}
+}
+
+// TestKernelsPing is acceptance 1 and 2: C kernels on the daemon transport
+// ping each other through the switch; a third machine counts what it
+// receives: in hub mode it sees the unicast pings, in switch mode it does
+// not. The same test runs against the C uml_switch to prove the test.
+func TestKernelsPing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots kernels")
+	}
+	testutil.NeedCmd(t, "linux.uml")
+	impls := map[string]string{"ours": testutil.Bin(t, "uml_switch"), "c": cSwitch(t)}
+	for _, name := range []string{"ours", "c"} {
+		for _, hub := range []bool{false, true} {
+			mode := "switch"
+			if hub {
+				mode = "hub"
+			}
+			t.Run(name+"-"+mode, func(t *testing.T) {
+				ctl := filepath.Join(t.TempDir(), "ctl")
+				args := []string{"-unix", ctl}
+				if hub {
+					args = append(args, "-hub")
+				}
+				startSwitchBin(t, impls[name], ctl, args...)
+				r := runLAN(t, ctl, true)
+				checkPings(t, r)
+				// a and b exchange 2×(5+5+40) unicast frames plus ARP.
+				t.Logf("%s %s: watcher received %d frames", name, mode, r.watchRx)
+				if hub && r.watchRx < 80 {
+					t.Errorf("hub: watcher received only %d frames; the unicast pings did not reach it", r.watchRx)
+				}
+				if !hub && r.watchRx > 30 {
+					t.Errorf("switch: watcher received %d frames; unicast leaked after learning", r.watchRx)
+				}
+			})
+		}
+	}
+}
