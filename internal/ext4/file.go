@@ -1,0 +1,189 @@
+package ext4
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+)
+
+// File is an open inode: its decoded inode and its block map, loaded once.
+// It is safe for concurrent ReadAt calls.
+type File struct {
+	fs   *FS
+	in   *Inode
+	once sync.Once
+	runs []run
+	data []byte // inline data (inline_data inodes)
+	err  error
+}
+
+// Open returns a handle on inode ino for reading its data.
+func (f *FS) Open(ino uint32) (*File, error) {
+	in, err := f.Inode(ino)
+	if err != nil {
+		return nil, err
+	}
+	return &File{fs: f, in: in}, nil
+}
+
+// Inode returns the decoded inode of the handle (read at Open).
+func (fl *File) Inode() *Inode { return fl.in }
+
+// Size is the file size in bytes.
+func (fl *File) Size() int64 { return int64(fl.in.Size) }
+
+func (fl *File) load() error {
+	fl.once.Do(func() {
+		in := fl.in
+		switch {
+		case in.Flags&flagEncrypt != 0:
+			fl.err = fmt.Errorf("inode %d: encrypted: %w", in.Ino, syscall.EOPNOTSUPP)
+		case in.Flags&flagInlineData != 0:
+			fl.data, fl.err = fl.fs.inlineData(in)
+		case in.Mode&S_IFMT == S_IFLNK && fl.fs.fastSymlink(in):
+			fl.data = in.iblock[:in.Size]
+		case in.Mode&S_IFMT == S_IFCHR, in.Mode&S_IFMT == S_IFBLK,
+			in.Mode&S_IFMT == S_IFIFO, in.Mode&S_IFMT == S_IFSOCK:
+			// No data blocks.
+		default:
+			fl.runs, fl.err = fl.fs.blockMap(in)
+		}
+	})
+	return fl.err
+}
+
+// ReadAt reads file data at off. Holes and uninitialised extents read as
+// zeros. It returns io.EOF when the read reaches the end of the file.
+func (fl *File) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("inode %d: negative offset: %w", fl.in.Ino, syscall.EINVAL)
+	}
+	if err := fl.load(); err != nil {
+		return 0, err
+	}
+	size := int64(fl.in.Size)
+	if off >= size {
+		return 0, io.EOF
+	}
+	want := int64(len(p))
+	if want > size-off {
+		want = size - off
+	}
+	if fl.data != nil || fl.in.Flags&flagInlineData != 0 {
+		n := 0
+		if off < int64(len(fl.data)) {
+			n = copy(p[:want], fl.data[off:])
+		}
+		clear(p[n:want])
+		return fl.finish(p, int(want))
+	}
+	f := fl.fs
+	bs := int64(f.bs)
+	n := int64(0)
+	for n < want {
+		pos := off + n
+		lblk := uint64(pos / bs)
+		i, ok := findRun(fl.runs, lblk)
+		if !ok {
+			chunk := want - n
+			if i < len(fl.runs) {
+				if hole := int64(fl.runs[i].lblk)*bs - pos; hole < chunk {
+					chunk = hole
+				}
+			}
+			clear(p[n : n+chunk])
+			n += chunk
+			continue
+		}
+		r := fl.runs[i]
+		chunk := want - n
+		if end := int64(r.lblk+r.n)*bs - pos; end < chunk {
+			chunk = end
+		}
+		if r.uninit {
+			clear(p[n : n+chunk])
+			n += chunk
+			continue
+		}
+		pblk := r.pblk + (lblk - r.lblk)
+		dst := p[n : n+chunk]
+		if err := f.readRaw(dst, int64(pblk)*bs+pos%bs); err != nil {
+			return int(n), fmt.Errorf("inode %d: %w", fl.in.Ino, err)
+		}
+		if f.overlay != nil {
+			if err := f.patchOverlay(dst, pblk, pos%bs); err != nil {
+				return int(n), err
+			}
+		}
+		n += chunk
+	}
+	return fl.finish(p, int(want))
+}
+
+func (fl *File) finish(p []byte, n int) (int, error) {
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// patchOverlay copies journal-replayed blocks over dst, which holds device
+// data starting at byte skip of block pblk.
+func (f *FS) patchOverlay(dst []byte, pblk uint64, skip int64) error {
+	bs := int64(f.bs)
+	for done := int64(0); done < int64(len(dst)); pblk++ {
+		chunk := bs - skip
+		if chunk > int64(len(dst))-done {
+			chunk = int64(len(dst)) - done
+		}
+		if _, ok := f.overlay[pblk]; ok {
+			b, err := f.overlayBlock(pblk)
+			if err != nil {
+				return err
+			}
+			copy(dst[done:done+chunk], b[skip:skip+chunk])
+		}
+		done += chunk
+		skip = 0
+	}
+	return nil
+}
+
+// ReadAt reads inode ino's data at off (see File.ReadAt). A VFS that reads
+// one inode repeatedly should keep a File from Open instead.
+func (f *FS) ReadAt(ino uint32, p []byte, off int64) (int, error) {
+	fl, err := f.Open(ino)
+	if err != nil {
+		return 0, err
+	}
+	if fl.in.IsDir() {
+		return 0, fmt.Errorf("inode %d: %w", ino, ErrIsDir)
+	}
+	return fl.ReadAt(p, off)
+}
+
+// fastSymlink reports whether a symlink keeps its target in i_block (the
+// kernel's and e2fsprogs' rule: not inline, 0 < size < 60).
+func (f *FS) fastSymlink(in *Inode) bool {
+	return in.Flags&flagInlineData == 0 && in.Size > 0 && in.Size < 60
+}
+
+// Readlink returns the target of symlink ino.
+func (f *FS) Readlink(ino uint32) (string, error) {
+	fl, err := f.Open(ino)
+	if err != nil {
+		return "", err
+	}
+	if !fl.in.IsSymlink() {
+		return "", fmt.Errorf("inode %d: not a symlink: %w", ino, ErrInvalid)
+	}
+	if fl.in.Size > uint64(f.bs) || fl.in.Size > 4096 {
+		return "", corrupt(fl.in.block, "inode %d: symlink length %d", ino, fl.in.Size)
+	}
+	buf := make([]byte, fl.in.Size)
+	if _, err := fl.ReadAt(buf, 0); err != nil && err != io.EOF {
+		return "", err
+	}
+	return string(buf), nil
+}
