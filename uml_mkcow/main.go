@@ -1,7 +1,7 @@
-// Command uml_mkcow is part of the umltools toolchain. It is not implemented yet:
-// it prints one line and exits 1.
+// Command uml_mkcow creates a copy-on-write (COW) file for a User Mode Linux
+// block device, byte-compatible with Debian's uml_mkcow.
 package main
 
 import "github.com/umltools/umltools/internal/cli"
 
-func main() { cli.Main("uml_mkcow", cli.NotImplemented("uml_mkcow")) }
+func main() { cli.Main("uml_mkcow", run) }

@@ -1,7 +1,7 @@
-// Command uml_moo is part of the umltools toolchain. It is not implemented yet:
-// it prints one line and exits 1.
+// Command uml_moo merges a User Mode Linux copy-on-write (COW) file with its
+// backing file, byte-compatible with Debian's uml_moo and much faster.
 package main
 
 import "github.com/umltools/umltools/internal/cli"
 
-func main() { cli.Main("uml_moo", cli.NotImplemented("uml_moo")) }
+func main() { cli.Main("uml_moo", run) }

@@ -49,6 +49,12 @@ func BackingHeader(backing string) (*Header, error) {
 			Err: err,
 		}
 	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return nil, &CreateError{
+			Msg: fmt.Sprintf("write_cow_header - backing file '%s' is a directory", abs),
+			Err: syscall.EISDIR,
+		}
+	}
 	size, err := fileSize(abs, &st)
 	if err != nil {
 		return nil, &CreateError{

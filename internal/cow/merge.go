@@ -87,10 +87,7 @@ var ErrSameFile = errors.New("output is the same file as an input")
 func NewMerge(cowPath string, o MergeOptions) (*Merge, error) {
 	m := &Merge{opt: o, cowPath: cowPath, ext: map[*os.File]*extents{}}
 	if err := m.open(); err != nil {
-		m.Close()
-		if m.created && m.out == nil && o.Output != "" {
-			os.Remove(o.Output)
-		}
+		m.discard()
 		return nil, err
 	}
 	return m, nil
@@ -301,7 +298,12 @@ func syncDir(dir string) error {
 // never reads back what it wrote except through that rule, so running it
 // again over a partly merged backing file produces the same bytes: the
 // marker lets the re-run pass the mtime check the first writes broke.
-func (m *Merge) Run(progress func(done int64)) (MergeStats, error) {
+func (m *Merge) Run(progress func(done int64)) (st MergeStats, err error) {
+	defer func() {
+		if err != nil {
+			m.discard()
+		}
+	}()
 	m.stats = MergeStats{Sectors: m.sectors}
 	chunk := max(int64(1<<20)/m.ss*m.ss, m.ss)
 	m.buf = make([]byte, chunk)
@@ -495,7 +497,18 @@ func (m *Merge) writeAt(b []byte, off int64) error {
 
 var errAborted = errors.New("aborted by test")
 
-// Close closes the files. It does not remove a partial output.
+// discard closes the files and removes an output file the merge created
+// (a failed merge leaves no partial new image behind).
+func (m *Merge) discard() {
+	created := m.created && m.out != nil && m.out != m.back
+	m.Close()
+	if created {
+		os.Remove(m.opt.Output)
+	}
+}
+
+// Close closes the files; calling it again does nothing. It does not
+// remove a partial output.
 func (m *Merge) Close() error {
 	var err error
 	for _, f := range []*os.File{m.cow, m.back, m.out} {
@@ -503,9 +516,10 @@ func (m *Merge) Close() error {
 			continue
 		}
 		if e := f.Close(); e != nil && err == nil {
-			err = e
+			err = &OpError{Op: "Writing data", Path: f.Name(), Err: unwrapPath(e)}
 		}
 	}
+	m.cow, m.back, m.out = nil, nil, nil
 	return err
 }
 

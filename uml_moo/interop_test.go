@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/umltools/umltools/internal/cli"
+	"github.com/umltools/umltools/internal/cow"
+	"github.com/umltools/umltools/internal/testutil"
+)
+
+// result is what one run of a uml_moo printed and returned.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// ours runs our uml_moo in-process.
+func ours(args ...string) result {
+	var o, e bytes.Buffer
+	err := run(append([]string{"uml_moo"}, args...), nil, &o, &e)
+	return result{o.String(), e.String(), cli.Report("uml_moo", err, &e)}
+}
+
+// theirs runs Debian's /usr/bin/uml_moo with argv[0] "uml_moo".
+func theirs(t *testing.T, args ...string) result {
+	t.Helper()
+	p := cMoo(t)
+	cmd := exec.Command(p, args...)
+	cmd.Args[0] = "uml_moo"
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	var xe *exec.ExitError
+	if errors.As(err, &xe) {
+		code = xe.ExitCode()
+		if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{o.String(), e.String(), code}
+}
+
+func cMoo(t *testing.T) string {
+	t.Helper()
+	const p = "/usr/bin/uml_moo"
+	if _, err := os.Stat(p); err != nil {
+		testutil.Skip(t, "Debian uml-utilities (/usr/bin/uml_moo) not installed")
+	}
+	return p
+}
+
+func fileSum(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256hex(b)
+}
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// blocks returns st_blocks (512-byte units allocated).
+func blocks(t *testing.T, p string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks
+}
+
+func sameFile(t *testing.T, a, b string) {
+	t.Helper()
+	out, err := exec.Command("cmp", a, b).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cmp %s %s: %v: %s", a, b, err, out)
+	}
+}
+
+func debugfsCat(t *testing.T, img, path string) string {
+	t.Helper()
+	p := testutil.NeedCmd(t, "debugfs")[0]
+	out, err := exec.Command(p, "-R", "cat "+path, img).Output()
+	if err != nil {
+		t.Fatalf("debugfs cat %s in %s: %v", path, img, err)
+	}
+	return string(out)
+}
+
+// TestKernelCOW is acceptance 1: the C kernel writes through a COW file it
+// creates over an ext4 image; our uml_moo's output is byte-identical to
+// Debian's, for the new-file form and for -d on copies of the backing
+// file, and both images are clean and hold the guest's files.
+func TestKernelCOW(t *testing.T) {
+	cMoo(t)
+	img := testutil.BusyboxImage(t)
+	dir := t.TempDir()
+	cowFile := filepath.Join(dir, "disk.cow")
+	host := t.TempDir()
+	script := `set -e
+echo hello-from-guest > /hello.txt
+mkdir -p /data
+dd if=/dev/urandom of=/data/rand bs=4k count=600 2>/dev/null
+sha256sum /data/rand | cut -d' ' -f1 > /host/rand.sum
+n=$(wc -c < /etc/passwd)
+dd if=/dev/zero of=/etc/passwd bs=1 count=$n conv=notrunc 2>/dev/null
+dd if=/dev/zero of=/data/zeros bs=4k count=64 2>/dev/null
+rm -f /etc/group
+sync
+echo GUEST-DONE
+poweroff -f
+`
+	if err := os.WriteFile(filepath.Join(host, "run.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(img)
+	u := testutil.StartUML(t, testutil.UMLOptions{Args: []string{"ubd0=" + cowFile + "," + img, "rw", "init=/init", "umltest=" + host}})
+	u.WaitOutput(t, "GUEST-DONE", 90*time.Second)
+	if err, ok := u.Wait(30 * time.Second); !ok {
+		t.Fatalf("machine did not power off: %v", err)
+	}
+	if !strings.Contains(u.Output(), "as COW file for") {
+		t.Fatalf("the kernel did not create the COW file; output:\n%s", u.Output())
+	}
+	after, _ := os.Stat(img)
+	if !after.ModTime().Equal(before.ModTime()) {
+		t.Fatalf("backing file mtime changed")
+	}
+	cowBefore := fileSum(t, cowFile)
+	r := ours("--info", "--json", cowFile)
+	t.Logf("COW written by the kernel: %s", r.stdout)
+	if r.code != 0 || !strings.Contains(r.stdout, `"backing_status": "ok"`) {
+		t.Fatalf("--info: %+v", r)
+	}
+
+	// Non-destructive form.
+	outC, outGo := filepath.Join(dir, "c.img"), filepath.Join(dir, "go.img")
+	if r := theirs(t, cowFile, outC); r.code != 0 {
+		t.Fatalf("C uml_moo: %+v", r)
+	}
+	if r := ours(cowFile, outGo); r.code != 0 || r.stdout != "" || r.stderr != "" {
+		t.Fatalf("our uml_moo: %+v", r)
+	}
+	sameFile(t, outC, outGo)
+	if blocks(t, outGo) > blocks(t, outC) {
+		t.Errorf("our output uses %d blocks, C's %d: not as sparse", blocks(t, outGo), blocks(t, outC))
+	}
+
+	// The block-device view reads the same disk.
+	f, err := cow.Open(cowFile, cow.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := make([]byte, f.Size())
+	if _, err := f.ReadAt(disk, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	want, _ := os.ReadFile(outC)
+	if !bytes.Equal(disk, want) {
+		t.Fatalf("cow.File reads a different disk than uml_moo merged")
+	}
+
+	// Destructive form, on copies of the backing file.
+	backC, backGo := filepath.Join(dir, "back-c.img"), filepath.Join(dir, "back-go.img")
+	testutil.CopySparse(t, img, backC)
+	testutil.CopySparse(t, img, backGo)
+	if r := theirs(t, "-d", "-b", backC, cowFile); r.code != 0 {
+		t.Fatalf("C uml_moo -d: %+v", r)
+	}
+	// Our -d accepts -b first too.
+	if r := ours("-b", backGo, "-d", cowFile); r.code != 0 || r.stdout != "" {
+		t.Fatalf("our uml_moo -d: %+v", r)
+	}
+	sameFile(t, backC, backGo)
+	sameFile(t, backGo, outGo)
+	if fileSum(t, cowFile) != cowBefore {
+		t.Fatalf("the COW file was modified")
+	}
+	if _, err := os.Stat(cow.MarkerPath(backGo)); err == nil {
+		t.Fatalf("merge marker left behind")
+	}
+
+	sum, err := os.ReadFile(filepath.Join(host, "rand.sum"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range []string{outC, outGo, backGo} {
+		testutil.E2fsck(t, im)
+		if got := debugfsCat(t, im, "/hello.txt"); got != "hello-from-guest\n" {
+			t.Errorf("%s: /hello.txt = %q", im, got)
+		}
+		if got := sha256hex([]byte(debugfsCat(t, im, "/data/rand"))); got != strings.TrimSpace(string(sum)) {
+			t.Errorf("%s: /data/rand sha256 %s, guest saw %s", im, got, sum)
+		}
+	}
+	// The original image is untouched by the non-destructive merges.
+	if got := debugfsCat(t, img, "/hello.txt"); got != "" {
+		t.Errorf("backing image changed: /hello.txt = %q", got)
+	}
+}
