@@ -1,7 +1,8 @@
-// Command uml_mconsole is part of the umltools toolchain. It is not implemented yet:
-// it prints one line and exits 1.
+// Command uml_mconsole is the management console client for User Mode
+// Linux machines: a drop-in for the C uml_mconsole that never hangs on long
+// replies. See uml_mconsole(1).
 package main
 
 import "github.com/umltools/umltools/internal/cli"
 
-func main() { cli.Main("uml_mconsole", cli.NotImplemented("uml_mconsole")) }
+func main() { cli.Main("uml_mconsole", run) }

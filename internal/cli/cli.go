@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 
 	"github.com/umltools/umltools/internal/version"
+	"golang.org/x/sys/unix"
 )
 
 // RunFunc is the signature of every binary's testable entry point. args
@@ -139,4 +140,15 @@ func NotImplemented(name string) RunFunc {
 		fmt.Fprintf(stderr, "%s: not implemented yet\n", name)
 		return Exit(1)
 	}
+}
+
+// IsTerminal reports whether v (a reader or writer) is an *os.File open on
+// a terminal: progress output and line echo depend on it.
+func IsTerminal(v any) bool {
+	f, ok := v.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
