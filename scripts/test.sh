@@ -26,6 +26,9 @@ echo "== go test"
 rc=0
 go test -count=1 -timeout 30m ${GOTESTFLAGS:-} ./... || rc=$?
 
+echo "== make install layout"
+./scripts/check-install.sh || rc=1
+
 echo "== fuzz (${FUZZTIME:-10s} per target)"
 if [ $rc -eq 0 ]; then
 	FUZZTIME=${FUZZTIME:-10s} ./scripts/fuzz.sh || rc=$?
