@@ -31,7 +31,7 @@ type FS struct {
 	csumSeed uint32 // crc32c seed for metadata checksums
 	cache    *blockCache
 	overlay  map[uint64]replayed // blocks replayed from the journal
-	replayed int               // transactions replayed at Open
+	replayed int                 // transactions replayed at Open
 }
 
 type groupDesc struct {
