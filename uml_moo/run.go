@@ -54,7 +54,7 @@ type options struct {
 }
 
 func usage(stderr io.Writer, prog, why string) error {
-	if why != "" {
+	if why != "" && why != "-b" {
 		fmt.Fprintf(stderr, "%s: %s\n", prog, why)
 	}
 	fmt.Fprintf(stderr, usageText, prog)
@@ -78,7 +78,7 @@ func parse(a []string) (options, string) {
 			o.json = true
 		case "-b":
 			if i+1 >= len(a) {
-				return o, "option -b needs a file"
+				return o, "-b" // the C tool prints the bare usage
 			}
 			i++
 			o.backing = a[i]

@@ -88,7 +88,7 @@ func Strerror(err error) string {
 	if errors.As(err, &pe) {
 		return capitalize(pe.Err.Error())
 	}
-	return capitalize(err.Error())
+	return err.Error()
 }
 
 func capitalize(s string) string {

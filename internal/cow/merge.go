@@ -188,15 +188,20 @@ func (m *Merge) checkOutput() error {
 	if unix.Stat(m.opt.Output, &so) != nil {
 		return nil
 	}
-	for _, f := range []*os.File{m.cow, m.back} {
+	for i, f := range []*os.File{m.cow, m.back} {
 		var s unix.Stat_t
 		if unix.Fstat(int(f.Fd()), &s) == nil && s.Dev == so.Dev && s.Ino == so.Ino {
 			return &OpError{Op: "Output file open", Path: m.opt.Output,
-				Err: fmt.Errorf("%w: %s is %s", ErrSameFile, m.opt.Output, f.Name())}
+				Err: &sameFileError{m.opt.Output, [2]string{"COW", "backing"}[i]}}
 		}
 	}
 	return nil
 }
+
+type sameFileError struct{ path, role string }
+
+func (e *sameFileError) Error() string        { return e.path + " is the " + e.role + " file" }
+func (e *sameFileError) Is(target error) bool { return target == ErrSameFile }
 
 // Header returns the COW header.
 func (m *Merge) Header() *Header { return m.hdr }
