@@ -3,9 +3,9 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	"math/rand"
 	"encoding/hex"
 	"errors"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
