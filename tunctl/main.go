@@ -1,7 +1,7 @@
-// Command tunctl is part of the umltools toolchain. It is not implemented yet:
-// it prints one line and exits 1.
+// Command tunctl creates and deletes persistent tap devices owned by a user
+// or group, a drop-in replacement for the uml-utilities tunctl.
 package main
 
 import "github.com/umltools/umltools/internal/cli"
 
-func main() { cli.Main("tunctl", cli.NotImplemented("tunctl")) }
+func main() { cli.Main("tunctl", run) }

@@ -4,6 +4,7 @@
 package tuntap
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -46,4 +47,86 @@ func Open(clone, name string) (*os.File, string, error) {
 	}
 	got := strings.TrimRight(string(req.Name[:]), "\x00")
 	return os.NewFile(uintptr(fd), clone+":"+got), got, nil
+}
+
+// ioctlInt issues a TUN ioctl whose argument is a plain integer (not a
+// pointer), as TUNSETPERSIST, TUNSETOWNER and TUNSETGROUP take.
+func ioctlInt(f *os.File, req uint, arg uintptr) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno unix.Errno
+	if cerr := rc.Control(func(fd uintptr) {
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, uintptr(req), arg)
+	}); cerr != nil {
+		return cerr
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// SetPersist makes the tap attached to f persistent (it outlives f) or
+// not (it vanishes when its last descriptor closes): TUNSETPERSIST.
+func SetPersist(f *os.File, on bool) error {
+	var v uintptr
+	if on {
+		v = 1
+	}
+	if err := ioctlInt(f, unix.TUNSETPERSIST, v); err != nil {
+		return fmt.Errorf("TUNSETPERSIST %d on %s: %w", v, f.Name(), err)
+	}
+	return nil
+}
+
+// SetOwner lets user uid attach to the tap without CAP_NET_ADMIN
+// (TUNSETOWNER).
+func SetOwner(f *os.File, uid int) error {
+	if err := ioctlInt(f, unix.TUNSETOWNER, uintptr(uint32(uid))); err != nil {
+		return fmt.Errorf("TUNSETOWNER %d on %s: %w", uid, f.Name(), err)
+	}
+	return nil
+}
+
+// SetGroup lets members of gid attach to the tap (TUNSETGROUP).
+func SetGroup(f *os.File, gid int) error {
+	if err := ioctlInt(f, unix.TUNSETGROUP, uintptr(uint32(gid))); err != nil {
+		return fmt.Errorf("TUNSETGROUP %d on %s: %w", gid, f.Name(), err)
+	}
+	return nil
+}
+
+// ValidName reports whether name is acceptable to the kernel as an
+// interface name (dev_valid_name): 1 to 15 bytes, not "." or "..", and no
+// '/', ':', NUL or white space.
+func ValidName(name string) bool {
+	if name == "" || len(name) >= unix.IFNAMSIZ || name == "." || name == ".." {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '/' || c == ':' || c == 0:
+			return false
+		case c == ' ' || (c >= '\t' && c <= '\r'):
+			return false
+		}
+	}
+	return true
+}
+
+// Strerror renders err the way glibc's strerror/perror do for an errno
+// ("No such device"), so messages match the C tools byte for byte; other
+// errors print as they are.
+func Strerror(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		s := errno.Error()
+		if s != "" && s[0] >= 'a' && s[0] <= 'z' {
+			s = string(s[0]-'a'+'A') + s[1:]
+		}
+		return s
+	}
+	return err.Error()
 }
