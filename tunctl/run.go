@@ -294,12 +294,10 @@ func checkExists(name string) error {
 		return fmt.Errorf("%s: no such device", name)
 	case err != nil:
 		return nil
+	case l.Kind != "tun" && l.Kind != "":
+		return fmt.Errorf("%s: not a tap device (it is a %s device)", name, l.Kind)
 	case l.Kind != "tun":
-		kind := l.Kind
-		if kind == "" {
-			kind = "non-tun"
-		}
-		return fmt.Errorf("%s: not a tap device (it is a %s device)", name, kind)
+		return fmt.Errorf("%s: not a tap device", name)
 	case l.Tun != nil && !l.Tun.Tap:
 		return fmt.Errorf("%s: a tun device, not a tap (tunctl handles taps only)", name)
 	}

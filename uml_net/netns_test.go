@@ -580,4 +580,3 @@ func lastLine(s string, n int) string {
 	}
 	return strings.Join(lines, " | ")
 }
-

@@ -281,11 +281,12 @@ func FuzzParseBlob(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Re-encoding what was decoded gives the bytes consumed.
+		// Re-encoding what was decoded gives the bytes consumed (an empty
+		// text has two encodings: length 0, or length 1 and a NUL).
 		var o output
 		o.b.WriteString(text)
 		consumed := b[:len(b)-len(rest)]
-		if strings.IndexByte(text, 0) < 0 && !bytes.Equal(o.blob(), consumed) {
+		if text != "" && strings.IndexByte(text, 0) < 0 && !bytes.Equal(o.blob(), consumed) {
 			t.Fatalf("re-encoded % x, consumed % x", o.blob(), consumed)
 		}
 	})
