@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,40 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umltools/umltools/internal/cli"
 	"github.com/umltools/umltools/internal/testutil"
 )
 
-type result struct {
-	stdout, stderr string
-	code           int
-}
+type result = testutil.Result
 
-func ours(args ...string) result {
-	var o, e bytes.Buffer
-	err := run(append([]string{"uml_mkcow"}, args...), nil, &o, &e)
-	return result{o.String(), e.String(), cli.Report("uml_mkcow", err, &e)}
-}
+func ours(args ...string) result { return testutil.RunIn(run, "uml_mkcow", args...) }
 
 func theirs(t *testing.T, args ...string) result {
 	t.Helper()
-	const p = "/usr/bin/uml_mkcow"
-	if _, err := os.Stat(p); err != nil {
-		testutil.Skip(t, "Debian uml-utilities (/usr/bin/uml_mkcow) not installed")
-	}
-	cmd := exec.Command(p, args...)
-	cmd.Args[0] = "uml_mkcow"
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	code := 0
-	var xe *exec.ExitError
-	if errors.As(err, &xe) {
-		code = xe.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{o.String(), e.String(), code}
+	return testutil.RunC(t, "/usr/bin/uml_mkcow", args...)
 }
 
 func backing(t *testing.T, dir string) string {
@@ -78,7 +53,7 @@ func TestHeaderIdentical(t *testing.T) {
 		os.Remove(c)
 		os.Remove(g)
 		rc, rg := theirs(t, c, name), ours(g, name)
-		if rc.code != 0 || rg != rc {
+		if rc.Code != 0 || rg != rc {
 			t.Fatalf("%d %s: C %+v, ours %+v", i, name, rc, rg)
 		}
 		cb, _ := os.ReadFile(c)
@@ -118,7 +93,7 @@ func TestErrors(t *testing.T) {
 	}
 	for _, c := range same {
 		t.Run(c.name, func(t *testing.T) {
-			if rg, rc := ours(c.args...), theirs(t, c.args...); rg != rc || rc.code == 0 {
+			if rg, rc := ours(c.args...), theirs(t, c.args...); rg != rc || rc.Code == 0 {
 				t.Fatalf("C %+v\nours %+v", rc, rg)
 			}
 		})
@@ -134,7 +109,7 @@ func TestErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cc, gc := filepath.Join(dir, "c-"+c.name), filepath.Join(dir, "g-"+c.name)
 			rc, rg := theirs(t, cc, c.backing), ours(gc, c.backing)
-			if rg.code != 1 || rc.code != 1 || rg.stdout != rc.stdout || rg.stderr != c.stderr {
+			if rg.Code != 1 || rc.Code != 1 || rg.Stdout != rc.Stdout || rg.Stderr != c.stderr {
 				t.Fatalf("C %+v\nours %+v", rc, rg)
 			}
 			if _, err := os.Stat(gc); err == nil {
@@ -145,7 +120,7 @@ func TestErrors(t *testing.T) {
 	// -f over an existing larger file with stale bits: we truncate.
 	big := filepath.Join(dir, "big.cow")
 	os.WriteFile(big, bytes.Repeat([]byte{0xff}, 20<<20), 0o644)
-	if r := ours("-f", big, back); r.code != 0 {
+	if r := ours("-f", big, back); r.Code != 0 {
 		t.Fatalf("-f: %+v", r)
 	}
 	fresh := filepath.Join(dir, "fresh.cow")
@@ -156,13 +131,13 @@ func TestErrors(t *testing.T) {
 		t.Fatalf("-f did not produce a fresh COW file (%d vs %d bytes)", len(a), len(b))
 	}
 	// -f with a bad backing file leaves the existing file untouched.
-	if r := ours("-f", existing, dir+"/nonexist.img"); r.code != 1 {
+	if r := ours("-f", existing, dir+"/nonexist.img"); r.Code != 1 {
 		t.Fatalf("%+v", r)
 	}
 	if b, _ := os.ReadFile(existing); string(b) != "keep me" {
 		t.Fatalf("existing file changed: %q", b)
 	}
-	if r := ours("--help"); r.code != 0 || !strings.Contains(r.stdout, "-f") {
+	if r := ours("--help"); r.Code != 0 || !strings.Contains(r.Stdout, "-f") {
 		t.Errorf("--help: %+v", r)
 	}
 }
@@ -174,7 +149,7 @@ func TestKernelBootsOurCOW(t *testing.T) {
 	img := testutil.BusyboxImage(t)
 	dir := t.TempDir()
 	c := filepath.Join(dir, "ours.cow")
-	if r := ours(c, img); r.code != 0 {
+	if r := ours(c, img); r.Code != 0 {
 		t.Fatalf("%+v", r)
 	}
 	host := t.TempDir()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -14,44 +13,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umltools/umltools/internal/cli"
 	"github.com/umltools/umltools/internal/cow"
 	"github.com/umltools/umltools/internal/testutil"
 )
 
-// result is what one run of a uml_moo printed and returned.
-type result struct {
-	stdout, stderr string
-	code           int
-}
+type result = testutil.Result
 
 // ours runs our uml_moo in-process.
-func ours(args ...string) result {
-	var o, e bytes.Buffer
-	err := run(append([]string{"uml_moo"}, args...), nil, &o, &e)
-	return result{o.String(), e.String(), cli.Report("uml_moo", err, &e)}
-}
+func ours(args ...string) result { return testutil.RunIn(run, "uml_moo", args...) }
 
 // theirs runs Debian's /usr/bin/uml_moo with argv[0] "uml_moo".
 func theirs(t *testing.T, args ...string) result {
 	t.Helper()
-	p := cMoo(t)
-	cmd := exec.Command(p, args...)
-	cmd.Args[0] = "uml_moo"
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	code := 0
-	var xe *exec.ExitError
-	if errors.As(err, &xe) {
-		code = xe.ExitCode()
-		if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			code = 128 + int(ws.Signal())
-		}
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{o.String(), e.String(), code}
+	return testutil.RunC(t, cMoo(t), args...)
 }
 
 func cMoo(t *testing.T) string {
@@ -146,17 +120,17 @@ poweroff -f
 	}
 	cowBefore := fileSum(t, cowFile)
 	r := ours("--info", "--json", cowFile)
-	t.Logf("COW written by the kernel: %s", r.stdout)
-	if r.code != 0 || !strings.Contains(r.stdout, `"backing_status": "ok"`) {
+	t.Logf("COW written by the kernel: %s", r.Stdout)
+	if r.Code != 0 || !strings.Contains(r.Stdout, `"backing_status": "ok"`) {
 		t.Fatalf("--info: %+v", r)
 	}
 
 	// Non-destructive form.
 	outC, outGo := filepath.Join(dir, "c.img"), filepath.Join(dir, "go.img")
-	if r := theirs(t, cowFile, outC); r.code != 0 {
+	if r := theirs(t, cowFile, outC); r.Code != 0 {
 		t.Fatalf("C uml_moo: %+v", r)
 	}
-	if r := ours(cowFile, outGo); r.code != 0 || r.stdout != "" || r.stderr != "" {
+	if r := ours(cowFile, outGo); r.Code != 0 || r.Stdout != "" || r.Stderr != "" {
 		t.Fatalf("our uml_moo: %+v", r)
 	}
 	sameFile(t, outC, outGo)
@@ -183,11 +157,11 @@ poweroff -f
 	backC, backGo := filepath.Join(dir, "back-c.img"), filepath.Join(dir, "back-go.img")
 	testutil.CopySparse(t, img, backC)
 	testutil.CopySparse(t, img, backGo)
-	if r := theirs(t, "-d", "-b", backC, cowFile); r.code != 0 {
+	if r := theirs(t, "-d", "-b", backC, cowFile); r.Code != 0 {
 		t.Fatalf("C uml_moo -d: %+v", r)
 	}
 	// Our -d accepts -b first too.
-	if r := ours("-b", backGo, "-d", cowFile); r.code != 0 || r.stdout != "" {
+	if r := ours("-b", backGo, "-d", cowFile); r.Code != 0 || r.Stdout != "" {
 		t.Fatalf("our uml_moo -d: %+v", r)
 	}
 	sameFile(t, backC, backGo)
@@ -306,10 +280,10 @@ func TestCraftedVersions(t *testing.T) {
 			if rc != rg {
 				t.Fatalf("C: %+v\nours: %+v", rc, rg)
 			}
-			if rc.code != 0 {
+			if rc.Code != 0 {
 				t.Fatalf("merge failed: %+v", rc)
 			}
-			if c.spec.Broken && !strings.Contains(rg.stdout, "broken V3") {
+			if c.spec.Broken && !strings.Contains(rg.Stdout, "broken V3") {
 				t.Errorf("no broken-V3 note: %+v", rg)
 			}
 			sameFile(t, outC, outGo)
@@ -322,7 +296,7 @@ func TestCraftedVersions(t *testing.T) {
 			testutil.CopySparse(t, back, backGo)
 			rc = theirs(t, "-d", "-b", backC, cowFile)
 			rg = ours("-d", "-b", backGo, cowFile)
-			if rc.code != 0 || rg.code != 0 || rc.stdout != rg.stdout {
+			if rc.Code != 0 || rg.Code != 0 || rc.Stdout != rg.Stdout {
 				t.Fatalf("-d: C: %+v\nours: %+v", rc, rg)
 			}
 			sameFile(t, backC, backGo)

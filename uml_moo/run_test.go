@@ -90,7 +90,7 @@ func TestBadInputs(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := ours(c.args...)
-			if r.code == 0 {
+			if r.Code == 0 {
 				t.Fatalf("exit 0: %+v", r)
 			}
 			if c.same {
@@ -100,7 +100,7 @@ func TestBadInputs(t *testing.T) {
 				}
 				return
 			}
-			if r.code != 1 || r.stdout != c.stdout || !strings.HasPrefix(r.stderr, c.stderr) {
+			if r.Code != 1 || r.Stdout != c.stdout || !strings.HasPrefix(r.Stderr, c.stderr) {
 				t.Fatalf("got %+v\nwant stdout %q, stderr starting %q", r, c.stdout, c.stderr)
 			}
 		})
@@ -135,12 +135,12 @@ func mustHeader(t *testing.T, p string) *cow.Header {
 func TestHelpVersion(t *testing.T) {
 	for _, a := range []string{"-h", "--help", "--version"} {
 		r := ours(a)
-		if r.code != 0 || r.stdout == "" || r.stderr != "" {
+		if r.Code != 0 || r.Stdout == "" || r.Stderr != "" {
 			t.Errorf("%s: %+v", a, r)
 		}
 	}
-	if r := ours("--help"); !strings.Contains(r.stdout, "--info") {
-		t.Errorf("help does not mention --info: %q", r.stdout)
+	if r := ours("--help"); !strings.Contains(r.Stdout, "--info") {
+		t.Errorf("help does not mention --info: %q", r.Stdout)
 	}
 }
 
@@ -156,22 +156,22 @@ func TestInfo(t *testing.T) {
 	for _, want := range []string{"version:         2\n", "backing file:    " + back + "\n",
 		"sectors present: 3 of 16384", "data offset:     6656\n", "backing check:   ok\n",
 		"mtime:           1700000000 (2023-11-14T22:13:20Z)\n"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("--info lacks %q:\n%s", want, r.stdout)
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("--info lacks %q:\n%s", want, r.Stdout)
 		}
 	}
 	r = ours("--info", "--json", c)
 	for _, want := range []string{`"version": 2`, `"sectors_present": 3`, `"data_offset": 6656`, `"backing_status": "ok"`} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("--json lacks %q:\n%s", want, r.stdout)
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("--json lacks %q:\n%s", want, r.Stdout)
 		}
 	}
 	tm := time.Unix(1700000100, 0)
 	os.Chtimes(back, tm, tm)
-	if r := ours("--info", c); !strings.Contains(r.stdout, "backing check:   mtime mismatch (1700000000 vs 1700000100)") {
-		t.Errorf("mismatch not reported:\n%s", r.stdout)
+	if r := ours("--info", c); !strings.Contains(r.Stdout, "backing check:   mtime mismatch (1700000000 vs 1700000100)") {
+		t.Errorf("mismatch not reported:\n%s", r.Stdout)
 	}
-	if r := ours("--json", c, "x"); r.code != 1 {
+	if r := ours("--json", c, "x"); r.Code != 1 {
 		t.Errorf("--json without --info accepted: %+v", r)
 	}
 }

@@ -1,10 +1,16 @@
 package testutil
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"syscall"
 	"testing"
+
+	"github.com/umltools/umltools/internal/cli"
 )
 
 // COWSpec describes a COW file for CraftCOW. The layout arithmetic here is
@@ -131,4 +137,44 @@ func CopySparse(t testing.TB, src, dst string) {
 	if b, err := exec.Command("cp", "-p", "--sparse=always", src, dst).CombinedOutput(); err != nil {
 		t.Fatalf("cp %s %s: %v: %s", src, dst, err, b)
 	}
+}
+
+// Result is what one run of a command printed and its exit status.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// RunIn runs a binary's run function in-process as argv[0] prog, with the
+// exit status cli.Main would give.
+func RunIn(run cli.RunFunc, prog string, args ...string) Result {
+	var o, e bytes.Buffer
+	err := run(append([]string{prog}, args...), nil, &o, &e)
+	code := cli.Report(prog, err, &e)
+	return Result{o.String(), e.String(), code}
+}
+
+// RunC runs the C original at path with argv[0] set to its base name,
+// skipping t if it is not installed. A death by signal reads as 128+sig.
+func RunC(t testing.TB, path string, args ...string) Result {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		Skip(t, "%s not installed (Debian uml-utilities)", path)
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Args[0] = filepath.Base(path)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	var xe *exec.ExitError
+	if errors.As(err, &xe) {
+		code = xe.ExitCode()
+		if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return Result{o.String(), e.String(), code}
 }
