@@ -24,13 +24,7 @@ func (e *env) ethertap(fd int, rest []string) error {
 		return cli.Exit(1)
 	}
 	var o output
-	fail := func(format string, a ...any) error {
-		msg := fmt.Sprintf(format, a...)
-		o.line(msg)
-		e.log("ethertap for uid %d refused: %s", e.who.uid, strings.TrimSpace(msg))
-		unix.Write(fd, append([]byte{0}, o.blob()...))
-		return cli.Exit(1)
-	}
+	fail := e.refusal("ethertap", &o, func() { unix.Write(fd, append([]byte{0}, o.blob()...)) })
 	if len(rest) < 2 {
 		return fail("uml_net : Too few arguments to ethertap_v4")
 	}
@@ -82,14 +76,9 @@ func (e *env) ethertap(fd int, rest []string) error {
 		if err := checkConflict(nl, gate, l.Index); err != nil {
 			return fail("uml_net : gate address %v", err)
 		}
-		if err := nl.AddAddr(l.Index, netip.PrefixFrom(gate, 32)); err != nil {
+		if err := gateUp(nl, l, gate, &o); err != nil {
 			return fail("uml_net : %v%s", err, privHint(err))
 		}
-		o.step("netlink: ip address add %s/32 dev %s", gate, dev)
-		if err := nl.SetLinkUp(l.Index, true); err != nil {
-			return fail("uml_net : %v", err)
-		}
-		o.step("netlink: ip link set %s up", dev)
 		forward(&o)
 	}
 	e.log("uid %d: ethertap %s up, gate %s", e.who.uid, dev, orNone(gate))

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/syslog"
 	"os"
+	"strings"
 
 	"github.com/umltools/umltools/internal/cli"
 	"github.com/umltools/umltools/internal/version"
@@ -130,6 +131,18 @@ func fdOf(w any) int {
 		return int(f.Fd())
 	}
 	return -1
+}
+
+// refusal returns the fail function of one mode: it adds the message to o,
+// logs it, hands o back to the kernel with send, and yields exit 1.
+func (e *env) refusal(mode string, o *output, send func()) func(format string, a ...any) error {
+	return func(format string, a ...any) error {
+		msg := fmt.Sprintf(format, a...)
+		o.line(msg)
+		e.log("%s for uid %d refused: %s", mode, e.who.uid, strings.TrimSpace(msg))
+		send()
+		return cli.Exit(1)
+	}
 }
 
 // replyBlob writes o as an output blob on fd (when it is a usable reply

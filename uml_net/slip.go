@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
 	"unsafe"
 
@@ -29,12 +28,7 @@ func (e *env) slip(fd int, stdin io.Reader, stdout io.Writer, rest []string) err
 		return cli.Exit(1)
 	}
 	var o output
-	fail := func(format string, a ...any) error {
-		msg := fmt.Sprintf(format, a...)
-		o.line(msg)
-		e.log("slip for uid %d refused: %s", e.who.uid, strings.TrimSpace(msg))
-		return e.replyBlob(fd, &o, 1)
-	}
+	fail := e.refusal("slip", &o, func() { e.replyBlob(fd, &o, 1) })
 	if len(rest) < 2 {
 		return fail("uml_net : too few arguments to slip_v4")
 	}
@@ -55,14 +49,11 @@ func (e *env) slip(fd int, stdin io.Reader, stdout io.Writer, rest []string) err
 		if err := validDev(rest[1]); err != nil {
 			return fail("%v", err)
 		}
-		dev, err := slipName(tty)
+		l, err := slipLink(nl, tty)
 		if err != nil {
-			return fail("Getting slip line discipline : %s", tuntap.Strerror(err))
+			return fail("%v", err)
 		}
-		l, err := nl.LinkByName(dev)
-		if err != nil {
-			return fail("uml_net : %v", err)
-		}
+		dev := l.Name
 		addrs, err := nl.Addrs()
 		if err != nil {
 			return fail("uml_net : %v", err)
@@ -101,28 +92,33 @@ func (e *env) slip(fd int, stdin io.Reader, stdout io.Writer, rest []string) err
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(tty), unix.SIOCSIFENCAP, uintptr(unsafe.Pointer(&encap))); errno != 0 {
 		return fail("Setting slip encapsulation : %s", tuntap.Strerror(errno))
 	}
-	dev, err := slipName(tty)
+	l, err := slipLink(nl, tty)
 	if err != nil {
-		return fail("Getting slip line discipline : %s", tuntap.Strerror(err))
+		return fail("%v", err)
 	}
-	l, err := nl.LinkByName(dev)
-	if err != nil {
+	dev := l.Name
+	if err := gateUp(nl, l, gate, &o); err != nil {
 		return fail("uml_net : %v", err)
 	}
-	if err := nl.AddAddr(l.Index, netip.PrefixFrom(gate, 32)); err != nil {
-		return fail("uml_net : %v", err)
-	}
-	o.step("netlink: ip address add %s/32 dev %s", gate, dev)
-	if err := nl.SetLinkUp(l.Index, true); err != nil {
-		return fail("uml_net : %v", err)
-	}
-	o.step("netlink: ip link set %s up", dev)
 	forward(&o)
 	e.log("uid %d: slip %s up, gate %s", e.who.uid, dev, gate)
 	if err := dropPrivileges(e.who); err != nil {
 		return fail("uml_net : %v", err)
 	}
 	return e.replyBlob(fd, &o, 0)
+}
+
+// slipLink finds the SLIP interface attached to tty.
+func slipLink(nl *tuntap.Netlink, tty int) (tuntap.Link, error) {
+	dev, err := slipName(tty)
+	if err != nil {
+		return tuntap.Link{}, fmt.Errorf("Getting slip line discipline : %s", tuntap.Strerror(err))
+	}
+	l, err := nl.LinkByName(dev)
+	if err != nil {
+		return tuntap.Link{}, fmt.Errorf("uml_net : %w", err)
+	}
+	return l, nil
 }
 
 // slipName asks the SLIP line discipline on tty for its interface name.

@@ -22,14 +22,11 @@ func (e *env) tuntapUp(fd int, rest []string) error {
 		return cli.Exit(1)
 	}
 	var o output
-	fail := func(format string, a ...any) error {
-		o.line(fmt.Sprintf(format, a...))
-		e.log("tuntap up for uid %d refused: %s", e.who.uid, strings.TrimSpace(fmt.Sprintf(format, a...)))
+	fail := e.refusal("tuntap up", &o, func() {
 		if err := sendTap(fd, nil, "", &o); err != nil {
 			fmt.Fprintf(e.stderr, "uml_net : sendmsg: %v\n", err)
 		}
-		return cli.Exit(1)
-	}
+	})
 	if len(rest) > 1 {
 		return fail("uml_net : too many arguments to tuntap up")
 	}
@@ -68,14 +65,9 @@ func (e *env) tuntapUp(fd int, rest []string) error {
 		if err != nil {
 			return fail("uml_net : %v", err)
 		}
-		if err := nl.AddAddr(l.Index, netip.PrefixFrom(gate, 32)); err != nil {
+		if err := gateUp(nl, l, gate, &o); err != nil {
 			return fail("uml_net : %v%s", err, privHint(err))
 		}
-		o.step("netlink: ip address add %s/32 dev %s", gate, name)
-		if err := nl.SetLinkUp(l.Index, true); err != nil {
-			return fail("uml_net : %v", err)
-		}
-		o.step("netlink: ip link set %s up", name)
 	}
 	forward(&o)
 	e.log("uid %d: created %s (owner uid %d) gate %s", e.who.uid, name, e.who.uid, orNone(gate))
@@ -118,6 +110,20 @@ func ensureTunNode(o *output) error {
 		return err
 	}
 	o.step("mknod %s c 10 200", tuntap.DefaultClone)
+	return nil
+}
+
+// gateUp gives link l the host-side address gate/32 and brings it up
+// (what `ifconfig <dev> <gate> netmask 255.255.255.255 up` does).
+func gateUp(nl *tuntap.Netlink, l tuntap.Link, gate netip.Addr, o *output) error {
+	if err := nl.AddAddr(l.Index, netip.PrefixFrom(gate, 32)); err != nil {
+		return err
+	}
+	o.step("netlink: ip address add %s/32 dev %s", gate, l.Name)
+	if err := nl.SetLinkUp(l.Index, true); err != nil {
+		return err
+	}
+	o.step("netlink: ip link set %s up", l.Name)
 	return nil
 }
 
@@ -178,12 +184,7 @@ func checkConflict(nl *tuntap.Netlink, a netip.Addr, skip int) error {
 // the guest's network. The reply is one output blob on fd 1.
 func (e *env) change(fd int, op string, rest []string) error {
 	var o output
-	refuse := func(format string, a ...any) error {
-		msg := fmt.Sprintf(format, a...)
-		o.line(msg)
-		e.log("%s for uid %d refused: %s", op, e.who.uid, msg)
-		return e.replyBlob(fd, &o, 1)
-	}
+	refuse := e.refusal(op, &o, func() { e.replyBlob(fd, &o, 1) })
 	if err := needReplyFD(fd, 0, true); err != nil {
 		fmt.Fprintf(e.stderr, "uml_net : %s: %v\n", op, err)
 		return cli.Exit(1)
