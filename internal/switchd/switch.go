@@ -10,7 +10,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -82,9 +81,9 @@ type Switch struct {
 	pcap  *pcapWriter
 
 	ctls     []*ctlSock
-	data     *os.File
-	drc      syscall.RawConn
+	dataFD   int // blocking; only dataLoop reads it
 	dataAddr Addr
+	dataDone chan struct{}
 
 	mu     sync.Mutex // guards fab, pcap and the learning log
 	fab    fabric
@@ -231,27 +230,29 @@ func (s *Switch) Start() error {
 			return err
 		}
 		s.dataAddr, _ = PathAddr(s.cfg.DataPath)
-		s.data = wrapDgram(fd, s.cfg.DataPath)
+		bigBuffers(fd)
+		s.dataFD = fd
 	} else {
 		// The C switch's abstract name: {char 0; pad; int pid; int usec}.
 		binary.LittleEndian.PutUint16(s.dataAddr[:], 1)
 		binary.LittleEndian.PutUint32(s.dataAddr[6:], uint32(os.Getpid()))
 		binary.LittleEndian.PutUint32(s.dataAddr[10:], uint32(time.Now().Nanosecond()/1000))
 		var err error
-		if s.data, err = dgramSocket(&s.dataAddr, "uml_switch data socket"); err != nil {
+		if s.dataFD, err = dgramFD(&s.dataAddr, "uml_switch data socket"); err != nil {
 			return err
 		}
 	}
-	var err error
-	if s.drc, err = s.data.SyscallConn(); err != nil {
-		return err
-	}
+	// The data loop sleeps in recvmmsg itself; the timeout lets it
+	// notice Close even if the wake-up datagram is lost.
+	unix.SetNonblock(s.dataFD, false)
+	unix.SetsockoptTimeval(s.dataFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200000})
+	s.dataDone = make(chan struct{})
 	s.started = true
 	for _, c := range s.ctls {
 		s.wg.Add(1)
 		go s.acceptLoop(c)
 	}
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go s.dataLoop()
 	go s.gcLoop()
 	for _, p := range s.ports.Load().list {
@@ -417,6 +418,7 @@ func (s *Switch) serveConn(conn *net.UnixConn, vlan uint16) {
 			s.logf("Bad request\n")
 		}
 		if err != nil {
+			s.removePort(p)
 			if !s.closing.Load() {
 				if errors.Is(err, io.EOF) {
 					s.logf("Disconnect\n")
@@ -424,7 +426,6 @@ func (s *Switch) serveConn(conn *net.UnixConn, vlan uint16) {
 					s.logf("Reading request : %v\n", err)
 				}
 			}
-			s.removePort(p)
 			return
 		}
 	}
@@ -435,7 +436,7 @@ const batchLen = 64
 // dataLoop receives frames on the data socket in batches and forwards
 // each batch with one sendmmsg.
 func (s *Switch) dataLoop() {
-	defer s.wg.Done()
+	defer close(s.dataDone)
 	rb := newBatch(batchLen)
 	bufs := make([][]byte, batchLen)
 	for i := range bufs {
@@ -444,15 +445,13 @@ func (s *Switch) dataLoop() {
 	}
 	fw := newForwarder(s)
 	for {
-		var n int
-		err := rawRead(s.drc, func(fd uintptr) error {
-			var err error
-			n, err = rb.recvmmsg(fd, batchLen)
-			return err
-		})
+		n, err := rb.recvmmsgWait(s.dataFD, batchLen)
+		if s.closing.Load() {
+			return
+		}
 		if err != nil {
-			if s.closing.Load() {
-				return
+			if isAgain(err) || err == unix.EINTR {
+				continue
 			}
 			s.logf("handle_sock_data : %v\n", err)
 			time.Sleep(10 * time.Millisecond)
@@ -569,12 +568,10 @@ func (fw *forwarder) sendAll() {
 	if len(fw.outs) == 0 {
 		return
 	}
-	fw.s.drc.Control(func(fd uintptr) {
-		fw.sb.sendmmsg(fd, len(fw.outs), func(i int, err error) {
-			fw.outs[i].drops.Add(1)
-			fw.outs[i].txFrames.Add(^uint64(0))
-			fw.outs[i].txBytes.Add(^uint64(fw.iovLen(i) - 1))
-		})
+	fw.sb.sendmmsg(uintptr(fw.s.dataFD), len(fw.outs), func(i int, err error) {
+		fw.outs[i].drops.Add(1)
+		fw.outs[i].txFrames.Add(^uint64(0))
+		fw.outs[i].txBytes.Add(^uint64(fw.iovLen(i) - 1))
 	})
 	for i, p := range fw.outs {
 		p.txFrames.Add(1)
@@ -641,8 +638,10 @@ func (s *Switch) Close() error {
 		c.Close()
 	}
 	s.portMu.Unlock()
-	if s.data != nil {
-		s.data.Close()
+	if s.dataDone != nil {
+		s.wakeData()
+		<-s.dataDone
+		unix.Close(s.dataFD)
 		if s.cfg.CompatV0 {
 			if err := os.Remove(s.cfg.DataPath); err != nil {
 				errs = append(errs, &UnlinkError{Path: s.cfg.DataPath, Data: true, Err: err})
@@ -663,6 +662,17 @@ func (s *Switch) Close() error {
 		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// wakeData sends an empty datagram to the data socket so that the data
+// loop returns from recvmmsg and sees the switch closing.
+func (s *Switch) wakeData() {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	sendto(uintptr(fd), nil, &s.dataAddr)
 }
 
 // UnlinkError is a socket file Close could not remove.
