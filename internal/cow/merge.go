@@ -66,7 +66,9 @@ type Merge struct {
 	writes  int
 	stats   MergeStats
 	buf     []byte
+	zbuf    []byte
 	zeros   []byte
+	blk     int64 // output block size: the granularity of holes
 	ext     map[*os.File]*extents
 }
 
@@ -313,6 +315,15 @@ func (m *Merge) Run(progress func(done int64)) (st MergeStats, err error) {
 	chunk := max(int64(1<<20)/m.ss*m.ss, m.ss)
 	m.buf = make([]byte, chunk)
 	m.zeros = make([]byte, chunk)
+	m.blk = m.ss
+	var ost unix.Stat_t
+	if unix.Fstat(int(m.out.Fd()), &ost) == nil {
+		// Holes exist in whole file system blocks (st_blksize, capped at
+		// 4096 as some file systems report a larger preferred I/O size).
+		if bs := min(int64(ost.Blksize), 4096); bs > m.ss && bs%m.ss == 0 {
+			m.blk = bs
+		}
+	}
 	inPlace := m.opt.Output == ""
 	if inPlace && !m.resumed {
 		if err := m.writeMarker(); err != nil {
@@ -405,40 +416,55 @@ func (m *Merge) copyRun(src *os.File, soff, doff, n int64, cmpBacking bool, prog
 	return nil
 }
 
-// emit writes the non-zero sectors of b (image offset off) to the output.
-func (m *Merge) emit(b []byte, off int64, cmpBacking bool) error {
-	if bytes.Equal(b, m.zeros[:len(b)]) {
-		if cmpBacking {
-			return m.zeroRun(off, int64(len(b)))
-		}
-		return nil
-	}
-	ss := int(m.ss)
+// pieces splits b, the image bytes at off, at multiples of the output's
+// block size and calls fn for each maximal stretch [start, end) of b whose
+// blocks are all zero or all not.
+func (m *Merge) pieces(b []byte, off int64, fn func(start, end int, zero bool) error) error {
+	blk := m.blk
+	run, runZero := 0, false
 	for s := 0; s < len(b); {
-		zero := bytes.Equal(b[s:s+ss], m.zeros[:ss])
-		e := s + ss
-		for e < len(b) && bytes.Equal(b[e:e+ss], m.zeros[:ss]) == zero {
-			e += ss
+		e := min(len(b), s+int(blk-(off+int64(s))%blk))
+		zero := bytes.Equal(b[s:e], m.zeros[:e-s])
+		if s > run && zero != runZero {
+			if err := fn(run, s, runZero); err != nil {
+				return err
+			}
+			run = s
 		}
-		var err error
-		if !zero {
-			err = m.writeAt(b[s:e], off+int64(s))
-		} else if cmpBacking {
-			err = m.zeroRun(off+int64(s), int64(e-s))
-		}
-		if err != nil {
-			return err
-		}
+		runZero = zero
 		s = e
+	}
+	if len(b) > run {
+		return fn(run, len(b), runZero)
 	}
 	return nil
 }
 
-// zeroRun makes n bytes of the backing file at off zero, writing zeros
-// only over sectors that are not zero already (in-place merge).
+// emit writes b (image offset off) to the output, skipping blocks that
+// are all zero. A block with any non-zero sector is allocated by the C
+// tool too, so writing it whole (zero sectors included) keeps the output
+// exactly as sparse with far fewer writes. With cmpBacking (in-place
+// merge) zero blocks go through zeroRun.
+func (m *Merge) emit(b []byte, off int64, cmpBacking bool) error {
+	return m.pieces(b, off, func(s, e int, zero bool) error {
+		switch {
+		case !zero:
+			return m.writeAt(b[s:e], off+int64(s))
+		case cmpBacking:
+			return m.zeroRun(off+int64(s), int64(e-s))
+		}
+		return nil
+	})
+}
+
+// zeroRun makes n bytes of the backing file at off zero (in-place merge of
+// zero COW sectors): it writes zeros only over blocks that are not zero
+// already, and never reads holes.
 func (m *Merge) zeroRun(off, n int64) error {
 	ext := m.extents(m.back)
-	buf := make([]byte, min(n, int64(len(m.buf))))
+	if m.zbuf == nil {
+		m.zbuf = make([]byte, len(m.buf))
+	}
 	end := off + n
 	for pos := off; pos < end; {
 		ds, de, err := ext.data(pos, end)
@@ -448,11 +474,14 @@ func (m *Merge) zeroRun(off, n int64) error {
 		if de <= ds {
 			return nil
 		}
+		// Whole sectors of the run, starting on a block boundary where
+		// possible so blocks are judged whole.
+		ds = max(off, ds/m.blk*m.blk)
 		ds = off + (ds-off)/m.ss*m.ss
 		de = min(off+(de-off+m.ss-1)/m.ss*m.ss, end)
 		for p := ds; p < de; {
-			l := min(int64(len(buf)), de-p)
-			b := buf[:l]
+			l := min(int64(len(m.zbuf)), de-p)
+			b := m.zbuf[:l]
 			if err := m.readAt(m.back, b, p); err != nil {
 				var oe *OpError
 				if errors.As(err, &oe) {
@@ -460,14 +489,14 @@ func (m *Merge) zeroRun(off, n int64) error {
 				}
 				return err
 			}
-			ss := int(m.ss)
-			for s := 0; s < len(b); s += ss {
-				if !bytes.Equal(b[s:s+ss], m.zeros[:ss]) {
-					clear(b[s : s+ss])
-					if err := m.writeAt(b[s:s+ss], p+int64(s)); err != nil {
-						return err
-					}
+			err := m.pieces(b, p, func(s, e int, zero bool) error {
+				if zero {
+					return nil
 				}
+				return m.writeAt(m.zeros[:e-s], p+int64(s))
+			})
+			if err != nil {
+				return err
 			}
 			p += l
 		}
