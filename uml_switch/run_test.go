@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/umltools/umltools/internal/cli"
+	"github.com/umltools/umltools/internal/switchd"
+	"github.com/umltools/umltools/internal/testutil"
+)
+
+const usageFor = "Usage : uml_switch [ -unix control-socket ] [ -hub ] [ -tap tap-device ]\n" +
+	"or : uml_switch -compat-v0 [ -unix control-socket data-socket ] [ -hub ] [ -tap tap-device ]\n"
+
+func TestRunUsage(t *testing.T) {
+	cases := []struct {
+		args           []string
+		stdout, stderr string
+		code           int
+	}{
+		{[]string{"-bogus"}, "", usageFor, 1},
+		{[]string{"-unix"}, "", usageFor, 1},
+		{[]string{"-tap"}, "", usageFor, 1},
+		{[]string{"-hub", "-bogus"}, "uml_switch will be a hub instead of a switch\n", usageFor, 1},
+		{[]string{"-unix", "c", "d", "-compat-v0"}, "", usageFor, 1},
+		{[]string{"-compat-v0", "-unix", "c"}, "Control protocol 0 compatibility\n", usageFor, 1},
+		{[]string{"-mode", "999"}, "", "uml_switch: -mode \"999\": want octal permissions such as 0660\n", 1},
+		{[]string{"-vlan", "5"}, "", "uml_switch: -vlan \"5\": want <id>:<control socket> with id 1-4094\n", 1},
+		{[]string{"-tap-vlan", "4095"}, "", "uml_switch: -tap-vlan \"4095\": want a VLAN id 1-4094\n", 1},
+		{[]string{"-group", "no-such-group-xyz"}, "", "", 1},
+	}
+	for _, tc := range cases {
+		var out, errb bytes.Buffer
+		err := run(append([]string{"uml_switch"}, tc.args...), strings.NewReader(""), &out, &errb)
+		if got := cli.Code(err); got != tc.code {
+			t.Errorf("%q: exit %d, want %d", tc.args, got, tc.code)
+		}
+		if out.String() != tc.stdout {
+			t.Errorf("%q: stdout %q, want %q", tc.args, out.String(), tc.stdout)
+		}
+		if tc.stderr != "" && errb.String() != tc.stderr {
+			t.Errorf("%q: stderr %q, want %q", tc.args, errb.String(), tc.stderr)
+		}
+	}
+	var out bytes.Buffer
+	if err := run([]string{"uml_switch", "--help"}, nil, &out, &out); err != nil || !strings.Contains(out.String(), "-unix <ctl>") {
+		t.Errorf("--help: %v %q", err, out.String())
+	}
+}
+
+// TestUsageMatchesC runs the same bad command lines through both binaries
+// (named uml_switch via a symlink, since the name is printed) and compares
+// stdout, stderr and the exit code.
+func TestUsageMatchesC(t *testing.T) {
+	c := cSwitch(t)
+	dir := t.TempDir()
+	ours := filepath.Join(dir, "ours", "uml_switch")
+	os.MkdirAll(filepath.Dir(ours), 0o755)
+	if err := os.Symlink(binPath(t), ours); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"-bogus"}, {"-unix"}, {"-hub", "-x"}, {"-unix", "c", "d", "-compat-v0"}, {"-compat-v0", "-unix", "c"}, {"-tap"}} {
+		type res struct {
+			out, err string
+			code     int
+		}
+		runIt := func(bin string) res {
+			cmd := exec.Command(bin, args...)
+			cmd.Dir = dir
+			var o, e bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &o, &e
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			}
+			// Both print argv[0]; make the names comparable.
+			return res{strings.ReplaceAll(o.String(), bin, "uml_switch"), strings.ReplaceAll(e.String(), bin, "uml_switch"), code}
+		}
+		o, cr := runIt(ours), runIt(c)
+		if o != cr {
+			t.Errorf("%q: ours %+v, C %+v", args, o, cr)
+		}
+	}
+}
+
+func binPath(t *testing.T) string {
+	t.Helper()
+	return testutil.Bin(t, "uml_switch")
+}
+
+// TestSecondServerRefused: a second switch on a live control socket gets
+// the C switch's message and exit 1, for ours and for the C switch.
+func TestSecondServerRefused(t *testing.T) {
+	c := cSwitch(t)
+	ctl := filepath.Join(t.TempDir(), "ctl")
+	startSwitchBin(t, binPath(t), ctl, "-unix", ctl)
+	want := "The control socket '" + ctl + "' has another server attached to it\nYou can either\n\tremove '" + ctl + "'\n\tor rerun with a different, unused filename for a socket\n"
+	for _, bin := range []string{binPath(t), c} {
+		cmd := exec.Command(bin, "-unix", ctl)
+		var e bytes.Buffer
+		cmd.Stderr = &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("%s: %v, want exit 1", bin, err)
+		}
+		if e.String() != want {
+			t.Errorf("%s: stderr %q, want %q", bin, e.String(), want)
+		}
+	}
+	// The first switch still serves.
+	conn, err := switchd.Dial(ctl)
+	if err != nil {
+		t.Fatalf("first switch no longer serves: %v", err)
+	}
+	conn.Close()
+}
+
+// TestStaleAndSignals: a stale socket file is taken over; SIGINT prints the
+// C switch's line, removes the socket and kills the switch with SIGINT;
+// SIGTERM (which the C switch ignores) cleans up too.
+func TestStaleAndSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		ctl := filepath.Join(t.TempDir(), "ctl")
+		l, err := net.Listen("unix", ctl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		l.Close()
+		cmd := exec.Command(binPath(t), "-unix", ctl)
+		var o lockedBuf
+		cmd.Stdout = &o
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		want := binPath(t) + " attached to unix socket '" + ctl + "'\n"
+		deadline := time.Now().Add(10 * time.Second)
+		for o.String() != want {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("start-up line %q, want %q", o.String(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if st, err := os.Stat(ctl); err != nil || st.Mode().Perm() != 0o660 {
+			t.Errorf("control socket: %v, mode %v, want 0660", err, st.Mode().Perm())
+		}
+		cmd.Process.Signal(sig)
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("%v: exit %v, want death by signal", sig, err)
+		}
+		if ws := ee.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != sig {
+			t.Errorf("%v: wait status %v, want killed by the signal", sig, ws)
+		}
+		if got := strings.TrimPrefix(o.String(), want); !strings.HasPrefix(got, "Caught signal ") {
+			t.Errorf("%v: output %q", sig, o.String())
+		}
+		if _, err := os.Stat(ctl); !os.IsNotExist(err) {
+			t.Errorf("%v: control socket left behind (%v)", sig, err)
+		}
+	}
+}
+
+// TestStatsDump: SIGUSR1 prints the ports and learned addresses as JSON.
+func TestStatsDump(t *testing.T) {
+	ctl := filepath.Join(t.TempDir(), "ctl")
+	sp := startSwitchBin(t, binPath(t), ctl, "-unix", ctl, "--json")
+	a, err := switchd.Dial(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := switchd.Dial(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	f := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0x11, 0x88, 0xb5}, make([]byte, 46)...)
+	a.WriteFrame(f)
+	buf := make([]byte, 2048)
+	b.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := b.ReadFrame(buf); err != nil {
+		t.Fatal(err)
+	}
+	sp.cmd.Process.Signal(syscall.SIGUSR1)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(sp.out.String(), `"mac":"02:00:00:00:00:11"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stats dump: %q", sp.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(sp.out.String(), `"rx_frames":1,"rx_bytes":60`) {
+		t.Errorf("port counters missing: %q", sp.out.String())
+	}
+}
