@@ -32,21 +32,29 @@ func dropPrivileges(c caller) error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
-		return fmt.Errorf("capset (clear): %w", e)
+		// AllThreadsSyscall is unavailable in cgo builds (the shipped
+		// binary is static); there set*id went through libc to every
+		// thread, which is enough unless file capabilities remain.
+		if e != unix.ENOTSUP || hasCaps(true) {
+			return fmt.Errorf("capset (clear): %w", e)
+		}
 	}
-	if unix.Geteuid() != c.uid || hasEffectiveCaps() {
+	if unix.Geteuid() != c.uid || hasCaps(false) {
 		return fmt.Errorf("privileges still held after dropping them")
 	}
 	return nil
 }
 
-// hasEffectiveCaps reports whether the calling thread holds any effective
-// capability.
-func hasEffectiveCaps() bool {
+// hasCaps reports whether the calling thread holds any effective (or,
+// with permitted, any permitted) capability.
+func hasCaps(permitted bool) bool {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return true
+	}
+	if permitted {
+		return data[0].Permitted != 0 || data[1].Permitted != 0
 	}
 	return data[0].Effective != 0 || data[1].Effective != 0
 }

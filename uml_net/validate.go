@@ -139,15 +139,15 @@ func inspectFD(fd int) fdKind {
 // AF_UNIX socket of type want (0: any AF_UNIX socket) or, when pipeOK, a
 // pipe.
 func needReplyFD(fd, want int, pipeOK bool) error {
+	what := fmt.Sprintf("descriptor %d", fd)
+	if fd < 0 {
+		what = "standard output"
+	}
 	k := inspectFD(fd)
-	switch {
-	case fd < 0:
-		k.ok = true // not a descriptor at all: fall through to the message
-	case !k.ok:
-		return fmt.Errorf("descriptor %d is not open", fd)
-	case k.pipe && pipeOK:
-		return nil
-	case k.unixType != 0 && (want == 0 || k.unixType == want):
+	if fd >= 0 && !k.ok {
+		return fmt.Errorf("%s is not open", what)
+	}
+	if k.pipe && pipeOK || k.unixType != 0 && (want == 0 || k.unixType == want) {
 		return nil
 	}
 	kind := "a Unix stream socket"
@@ -156,10 +156,6 @@ func needReplyFD(fd, want int, pipeOK bool) error {
 		kind = "a Unix datagram socket"
 	case pipeOK:
 		kind = "a Unix socket or a pipe"
-	}
-	what := fmt.Sprintf("descriptor %d", fd)
-	if fd < 0 {
-		what = "standard output"
 	}
 	return fmt.Errorf("%s is not %s (uml_net is run by the UML kernel, not by hand)", what, kind)
 }
