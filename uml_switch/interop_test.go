@@ -233,3 +233,85 @@ func TestKernelsPing(t *testing.T) {
 		}
 	}
 }
+
+// TestTapNetns is acceptance 3: `uml_switch -tap` attaches a host tap; the
+// test moves the tap into a fresh network namespace, addresses it there,
+// and pings a C kernel guest on the switch from it.
+func TestTapNetns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a kernel")
+	}
+	testutil.NeedCmd(t, "linux.uml")
+	ns := testutil.NetNS(t)
+	ip := testutil.NeedCmd(t, "ip")[0]
+	tap := fmt.Sprintf("umlsw%d", time.Now().UnixNano()%100000)
+	ctl := filepath.Join(t.TempDir(), "ctl")
+	pcap := filepath.Join(t.TempDir(), "sw.pcap")
+	sp := startSwitchBin(t, testutil.Bin(t, "uml_switch"), ctl, "-unix", ctl, "-tap", tap, "-pcap", pcap)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(sp.out.String(), "tap device '"+tap+"'") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no start-up line with the tap: %q", sp.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sh := func(args ...string) {
+		t.Helper()
+		if b, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, b)
+		}
+	}
+	sh("link", "set", tap, "netns", ns)
+	sh("-n", ns, "addr", "add", "10.0.0.254/24", "dev", tap)
+	sh("-n", ns, "link", "set", tap, "up")
+
+	host := t.TempDir()
+	script := `
+ifconfig eth0 10.0.0.1 netmask 255.255.255.0 up
+echo GUEST-READY
+i=0
+while [ $i -lt 600 ]; do ls /host | grep -qx stop && break; sleep 0.1; i=$((i+1)); done
+poweroff -f
+`
+	if err := os.WriteFile(filepath.Join(host, "run.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := testutil.BusyboxImage(t)
+	u := testutil.StartUML(t, testutil.UMLOptions{Args: []string{"ubd0=" + img, "rw", "init=/init", "umltest=" + host,
+		"eth0=daemon,02:00:00:00:02:01,unix," + ctl}})
+	u.WaitOutput(t, "GUEST-READY", 60*time.Second)
+	ping := []string{"ping"}
+	if _, err := testutil.LookPath("ping"); err != nil {
+		ping = []string{testutil.NeedCmd(t, "busybox")[0], "ping"}
+	}
+	out, err := exec.Command(ip, append(append([]string{"netns", "exec", ns}, ping...), "-c", "5", "-i", "0.2", "-W", "2", "10.0.0.1")...).CombinedOutput()
+	os.WriteFile(filepath.Join(host, "stop"), nil, 0o644)
+	if err != nil || !strings.Contains(string(out), " 0% packet loss") {
+		t.Fatalf("ping from the namespace through the tap: %v\n%s", err, out)
+	}
+	u.Wait(30 * time.Second)
+	// The pcap file is readable and holds the pings (ICMP over IPv4).
+	sp.cmd.Process.Signal(syscall.SIGINT)
+	time.Sleep(300 * time.Millisecond)
+	b, err := os.ReadFile(pcap)
+	if err != nil || len(b) < 24 || !bytes.Equal(b[:4], []byte{0xd4, 0xc3, 0xb2, 0xa1}) {
+		t.Fatalf("pcap file: %v, %d bytes", err, len(b))
+	}
+	icmp := 0
+	for off := 24; off+16 <= len(b); {
+		n := int(uint32(b[off+8]) | uint32(b[off+9])<<8 | uint32(b[off+10])<<16 | uint32(b[off+11])<<24)
+		fr := b[off+16 : min(off+16+n, len(b))]
+		if len(fr) > 23 && fr[12] == 0x08 && fr[13] == 0 && fr[23] == 1 {
+			icmp++
+		}
+		off += 16 + n
+	}
+	if icmp < 10 {
+		t.Errorf("pcap holds %d ICMP frames, want at least 10 (5 requests, 5 replies)", icmp)
+	}
+	if p, err := exec.LookPath("tcpdump"); err == nil {
+		if o, err := exec.Command(p, "-nr", pcap).CombinedOutput(); err != nil {
+			t.Errorf("tcpdump -r: %v: %s", err, o)
+		}
+	}
+}
