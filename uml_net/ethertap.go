@@ -86,7 +86,10 @@ func (e *env) ethertap(fd int, rest []string) error {
 		return cli.Exit(1)
 	}
 	// The relay needs CAP_NET_ADMIN for the address changes the kernel
-	// sends, so privileges are kept until the kernel closes the socket.
+	// sends; everything else is given up now.
+	if err := keepOnlyNetAdmin(e.who); err != nil {
+		e.log("ethertap %s: keeping full privileges: %v", dev, err)
+	}
 	ctl := os.NewFile(uintptr(fd), "control")
 	relayErr := relayEthertap(int(tap.Fd()), data, ctl, func(c ethertapChange) []byte {
 		var co output

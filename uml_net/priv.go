@@ -45,6 +45,39 @@ func dropPrivileges(c caller) error {
 	return nil
 }
 
+// keepOnlyNetAdmin turns the process into the caller but keeps
+// CAP_NET_ADMIN, and nothing else, in its permitted and effective sets: what
+// the ethertap relay needs to answer address changes, which arrive after
+// the set-up. Netlink sockets opened earlier keep working.
+func keepOnlyNetAdmin(c caller) error {
+	if c.uid == 0 {
+		return nil
+	}
+	prctl := func(v uintptr) error {
+		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, v, 0); e != 0 {
+			return fmt.Errorf("prctl(PR_SET_KEEPCAPS): %w", e)
+		}
+		return nil
+	}
+	if err := prctl(1); err != nil {
+		return err
+	}
+	if err := syscall.Setresgid(c.gid, c.gid, c.gid); err != nil {
+		return fmt.Errorf("setresgid %d: %w", c.gid, err)
+	}
+	if err := syscall.Setresuid(c.uid, c.uid, c.uid); err != nil {
+		return fmt.Errorf("setresuid %d: %w", c.uid, err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	data[0].Permitted = 1 << unix.CAP_NET_ADMIN
+	data[0].Effective = 1 << unix.CAP_NET_ADMIN
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("capset (net_admin only): %w", e)
+	}
+	return prctl(0)
+}
+
 // hasCaps reports whether the calling thread holds any effective (or,
 // with permitted, any permitted) capability.
 func hasCaps(permitted bool) bool {

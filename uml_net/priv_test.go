@@ -25,10 +25,15 @@ func TestPrivileges(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPrivileges$", "-test.v")
-	cmd.Env = append(os.Environ(), "UMLNET_PRIV_CHILD="+secret)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("child: %v\n%s", err, b)
+	for _, netadmin := range []string{"", "1"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestPrivileges$", "-test.v")
+		cmd.Env = append(os.Environ(), "UMLNET_PRIV_CHILD="+secret, "UMLNET_PRIV_NETADMIN="+netadmin)
+		if netadmin != "" && !staticBuild() {
+			continue // AllThreadsSyscall needs a non-cgo build
+		}
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("child (netadmin=%q): %v\n%s", netadmin, err, b)
+		}
 	}
 }
 
@@ -60,6 +65,26 @@ func privChild(t *testing.T) {
 	} else {
 		f.Close()
 	}
+	if os.Getenv("UMLNET_PRIV_NETADMIN") != "" {
+		if err := keepOnlyNetAdmin(c); err != nil {
+			t.Fatal(err)
+		}
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(1 << unix.CAP_NET_ADMIN)
+		if data[0].Effective != want || data[0].Permitted != want || data[1].Effective|data[1].Permitted != 0 {
+			t.Errorf("caps %+v, want only CAP_NET_ADMIN", data)
+		}
+		if r, e, s := unix.Getresuid(); r != nobody || e != nobody || s != nobody {
+			t.Errorf("uids %d/%d/%d", r, e, s)
+		}
+		if _, err := os.Open(secret); err == nil {
+			t.Error("opened a root-only file with only CAP_NET_ADMIN")
+		}
+	}
 	// dropPrivileges: no way back.
 	if err := dropPrivileges(c); err != nil {
 		t.Fatal(err)
@@ -74,4 +99,11 @@ func privChild(t *testing.T) {
 	if _, err := os.Open(secret); err == nil {
 		t.Error("opened a root-only file after dropPrivileges")
 	}
+}
+
+// staticBuild reports whether this binary can use AllThreadsSyscall (it
+// cannot when built with cgo).
+func staticBuild() bool {
+	_, _, e := syscall.AllThreadsSyscall(syscall.SYS_GETPID, 0, 0, 0)
+	return e != syscall.ENOTSUP
 }
