@@ -99,6 +99,8 @@ dd if=/dev/zero of=/etc/passwd bs=1 count=$n conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/data/zeros bs=4k count=64 2>/dev/null
 rm -f /etc/group
 sync
+echo GUEST-READY
+while [ ! -e /host/go ]; do sleep 0.1; done
 echo GUEST-DONE
 poweroff -f
 `
@@ -107,7 +109,21 @@ poweroff -f
 	}
 	before, _ := os.Stat(img)
 	u := testutil.StartUML(t, testutil.UMLOptions{Args: []string{"ubd0=" + cowFile + "," + img, "rw", "init=/init", "umltest=" + host}})
-	u.WaitOutput(t, "GUEST-DONE", 90*time.Second)
+	u.WaitOutput(t, "GUEST-READY", 90*time.Second)
+	// While the machine runs, its fcntl lock keeps us from merging.
+	if r := ours(cowFile, filepath.Join(dir, "early.img")); r.Code != 1 || !strings.Contains(r.Stderr, "is locked by process") {
+		t.Errorf("merge of a COW file in use: %+v", r)
+	}
+	// Nor merge another COW file into the backing file it reads.
+	other := filepath.Join(dir, "other.cow")
+	if _, err := cow.Create(other, img, false); err != nil {
+		t.Fatal(err)
+	}
+	if r := ours("-d", other); r.Code != 1 || !strings.Contains(r.Stderr, img+" is locked by process") {
+		t.Errorf("-d merge into a backing file in use: %+v", r)
+	}
+	os.WriteFile(filepath.Join(host, "go"), nil, 0o644)
+	u.WaitOutput(t, "GUEST-DONE", 30*time.Second)
 	if err, ok := u.Wait(30 * time.Second); !ok {
 		t.Fatalf("machine did not power off: %v", err)
 	}
