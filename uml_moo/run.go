@@ -118,7 +118,9 @@ func run(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	case o.inPlace && len(o.files) != 1, !o.inPlace && len(o.files) != 2:
 		return usage(stderr, prog, "")
 	}
-	mo := cow.MergeOptions{Backing: o.backing, Log: stdout}
+	mo := cow.MergeOptions{Backing: o.backing, Log: stdout, Warnf: func(format string, a ...any) {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", prog, fmt.Sprintf(format, a...))
+	}}
 	if !o.inPlace {
 		mo.Output = o.files[1]
 	}
@@ -135,14 +137,18 @@ func run(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	var p *progress
 	if !o.quiet && isTerminal(stderr) {
-		p = &progress{w: stderr, total: m.Total(), start: time.Now()}
+		now := time.Now() // first drawn after 200 ms: quick merges stay silent
+		p = &progress{w: stderr, total: m.Total(), start: now, last: now}
 	}
 	_, err = m.Run(p.update)
 	p.finish()
+	if err == nil {
+		err = m.Close()
+	}
 	if err != nil {
 		return report(err, stderr)
 	}
-	return m.Close()
+	return nil
 }
 
 // report prints err the way the C uml_moo does and returns exit status 1.

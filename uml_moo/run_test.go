@@ -175,3 +175,32 @@ func TestInfo(t *testing.T) {
 		t.Errorf("--json without --info accepted: %+v", r)
 	}
 }
+
+func TestProgress(t *testing.T) {
+	var b strings.Builder
+	p := &progress{w: &b, total: 4 << 30, start: time.Now().Add(-2 * time.Second)}
+	p.update(1 << 30)
+	got := b.String()
+	if !strings.HasPrefix(got, "\r1.0 GiB / 4.0 GiB  ") || !strings.Contains(got, "MiB/s  ETA 6s") {
+		t.Fatalf("progress line %q", got)
+	}
+	p.update(2 << 30) // within 200 ms: not redrawn
+	if b.String() != got {
+		t.Fatalf("redrawn too soon: %q", b.String())
+	}
+	p.finish()
+	if !strings.HasSuffix(b.String(), "\r") {
+		t.Fatalf("line not cleared: %q", b.String())
+	}
+	var nilp *progress
+	nilp.update(1)
+	nilp.finish()
+	if isTerminal(&b) {
+		t.Fatal("a strings.Builder is not a terminal")
+	}
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1536: "1.5 KiB", 50 << 20: "50.0 MiB"} {
+		if got := human(n); got != want {
+			t.Errorf("human(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -29,6 +29,9 @@ type MergeOptions struct {
 	// write lock on the backing file for an in-place merge) that refuse
 	// to merge disks a running UML has open.
 	NoLock bool
+	// Warnf, if set, receives warnings (an in-place merge that cannot
+	// create its marker file and so cannot be resumed).
+	Warnf func(format string, a ...any)
 
 	// abortAfter, for tests, fails Run after that many writes, leaving
 	// the state a crash would leave.
@@ -327,7 +330,16 @@ func (m *Merge) Run(progress func(done int64)) (st MergeStats, err error) {
 	inPlace := m.opt.Output == ""
 	if inPlace && !m.resumed {
 		if err := m.writeMarker(); err != nil {
-			return m.stats, &OpError{Op: "Writing merge marker", Path: m.marker, Err: err}
+			if !errors.Is(err, os.ErrPermission) && !errors.Is(err, unix.EROFS) {
+				return m.stats, &OpError{Op: "Writing merge marker", Path: m.marker, Err: err}
+			}
+			// A directory we may not write to: merge like the C tool,
+			// without the means to resume.
+			os.Remove(m.marker)
+			m.marker = ""
+			if m.opt.Warnf != nil {
+				m.opt.Warnf("cannot create %s (%v): if this merge is interrupted it cannot be resumed", MarkerPath(m.backing), unwrapPath(err))
+			}
 		}
 	}
 	var cst unix.Stat_t
@@ -364,10 +376,12 @@ func (m *Merge) Run(progress func(done int64)) (st MergeStats, err error) {
 		if err := m.back.Sync(); err != nil {
 			return m.stats, &OpError{Op: "Writing data", Path: m.backing, Err: err}
 		}
-		if err := os.Remove(m.marker); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return m.stats, &OpError{Op: "Removing merge marker", Path: m.marker, Err: err}
+		if m.marker != "" {
+			if err := os.Remove(m.marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return m.stats, &OpError{Op: "Removing merge marker", Path: m.marker, Err: err}
+			}
+			syncDir(filepath.Dir(m.marker))
 		}
-		syncDir(filepath.Dir(m.marker))
 	} else if err := m.out.Truncate(m.sectors * m.ss); err != nil {
 		return m.stats, &OpError{Op: "Writing data", Path: m.opt.Output, Err: err}
 	}

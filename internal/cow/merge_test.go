@@ -3,9 +3,12 @@ package cow
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -229,4 +232,27 @@ func FuzzBitmap(f *testing.F) {
 			t.Fatalf("in-place merge differs")
 		}
 	})
+}
+
+// TestMarkerUnwritable: an in-place merge into a backing file whose
+// directory cannot take the marker still merges (as the C tool would),
+// with a warning. The directory is made immutable, which stops root too.
+func TestMarkerUnwritable(t *testing.T) {
+	bits := []byte{0xf0, 0x0f, 0xff}
+	fx := newFixture(t, 3, 64, 0, bits, 8)
+	if out, err := exec.Command("chattr", "+i", fx.dir).CombinedOutput(); err != nil {
+		testutil.Skip(t, "chattr +i not possible here: %v %s", err, out)
+	}
+	defer exec.Command("chattr", "-i", fx.dir).Run()
+	var warned string
+	err := merge(t, fx.cow, MergeOptions{Warnf: func(f string, a ...any) { warned = fmt.Sprintf(f, a...) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(warned, "cannot be resumed") {
+		t.Fatalf("warning %q", warned)
+	}
+	if got := readFile(t, fx.back); !bytes.Equal(got, fx.want) {
+		t.Fatalf("merge differs")
+	}
 }
