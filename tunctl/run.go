@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,8 @@ one non-persistent again so it disappears.
               (default: the kernel picks tapN); truncated to 15 bytes
   -d NAME     make NAME non-persistent (delete it); NAME must exist
   -f FILE     tun clone device (default /dev/net/tun)
+  --list      list the tap devices: name, owner, group, persistence, state
+  --json      the same list as a JSON array
   -h, --help  this help
   --version   print the version
 
@@ -50,6 +53,7 @@ type options struct {
 	name, clone  string
 	owner, group int32 // -1 when not set, as in the C tool
 	help, vers   bool
+	list, json   bool
 }
 
 // parse reads the command line the way glibc getopt("bd:f:t:u:g:") does:
@@ -71,6 +75,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		}
 		if a == "--version" {
 			o.vers = true
+			continue
+		}
+		if a == "--list" || a == "--json" {
+			o.list = true
+			o.json = o.json || a == "--json"
 			continue
 		}
 		if len(a) < 2 || a[0] != '-' {
@@ -106,7 +115,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 			break
 		}
 	}
-	if o.help || o.vers {
+	if o.help || o.vers || o.list && len(operands) == 0 {
 		return o, nil
 	}
 	if len(operands) > 0 {
@@ -210,6 +219,9 @@ func run(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
+	if o.list {
+		return list(o.json, stdout, stderr)
+	}
 	name := o.name
 	if len(name) > unix.IFNAMSIZ-1 {
 		name = name[:unix.IFNAMSIZ-1] // the C tool truncates silently
@@ -300,6 +312,55 @@ func checkExists(name string) error {
 		return fmt.Errorf("%s: not a tap device", name)
 	case l.Tun != nil && !l.Tun.Tap:
 		return fmt.Errorf("%s: a tun device, not a tap (tunctl handles taps only)", name)
+	}
+	return nil
+}
+
+// tapEntry is one line of --list / one object of --json.
+type tapEntry struct {
+	Name    string `json:"name"`
+	Index   int    `json:"index"`
+	Owner   int64  `json:"owner"` // -1: none
+	Group   int64  `json:"group"` // -1: none
+	Persist bool   `json:"persist"`
+	Up      bool   `json:"up"`
+}
+
+// list prints the host's tap devices (tun devices in tap mode).
+func list(asJSON bool, stdout, stderr io.Writer) error {
+	nl, err := tuntap.DialNetlink()
+	if err != nil {
+		fmt.Fprintf(stderr, "tunctl: %v\n", err)
+		return cli.Exit(1)
+	}
+	defer nl.Close()
+	links, err := nl.Links()
+	if err != nil {
+		fmt.Fprintf(stderr, "tunctl: %v\n", err)
+		return cli.Exit(1)
+	}
+	taps := []tapEntry{}
+	for _, l := range links {
+		if l.Tun == nil || !l.Tun.Tap {
+			continue
+		}
+		taps = append(taps, tapEntry{l.Name, l.Index, l.Tun.Owner, l.Tun.Group, l.Tun.Persist, l.Up()})
+	}
+	if asJSON {
+		b, _ := json.MarshalIndent(taps, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+		return nil
+	}
+	id := func(v int64) string {
+		if v < 0 {
+			return "-"
+		}
+		return strconv.FormatInt(v, 10)
+	}
+	onOff := map[bool]string{true: "on", false: "off"}
+	upDown := map[bool]string{true: "up", false: "down"}
+	for _, t := range taps {
+		fmt.Fprintf(stdout, "%s owner %s group %s persist %s %s\n", t.Name, id(t.Owner), id(t.Group), onOff[t.Persist], upDown[t.Up])
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"strings"
@@ -183,6 +184,24 @@ func TestInterop(t *testing.T) {
 	}
 	if o = runIn(t, nsO, ours, "-h"); o.code != 0 || !strings.HasPrefix(o.stdout, "Usage: tunctl") {
 		t.Errorf("-h: %+v", o)
+	}
+	// --list / --json show the taps with their owners.
+	if o = runIn(t, nsO, ours, "--list"); o.code != 0 || !strings.Contains(o.stdout, "t2 owner 1000 group 100 persist on down\n") || !strings.Contains(o.stdout, "t3 owner 16 group - persist on down\n") {
+		t.Errorf("--list: %+v", o)
+	}
+	o = runIn(t, nsO, ours, "--json")
+	var taps []tapEntry
+	if err := json.Unmarshal([]byte(o.stdout), &taps); err != nil || o.code != 0 {
+		t.Errorf("--json: %+v: %v", o, err)
+	}
+	found := false
+	for _, e := range taps {
+		if e.Name == "t3" && e.Owner == 16 && e.Group == -1 && e.Persist {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("--json lacks t3 owned by 16: %s", o.stdout)
 	}
 	if o = runIn(t, nsO, ours, "-d", "foo0"); o.code != 0 || o.stdout != "Set 'foo0' nonpersistent\n" {
 		t.Errorf("-d foo0: %+v", o)
