@@ -1,0 +1,346 @@
+// Package sandbox is the engine's host mechanism: it starts a guest program
+// inside new user, pid and IPC namespaces under a seccomp filter, and traces
+// it with ptrace from one locked OS thread. The guest's init is pid 1 of its
+// namespace and sees uid 0. Syscalls the filter traps are handed to a
+// Handler (the kernel), which emulates them, rewrites them or lets them run;
+// the native set never leaves the host kernel, the refused set fails in the
+// filter, and unknown numbers get ENOSYS.
+//
+// A program that uses the sandbox must call MaybeStub first thing in main:
+// the sandbox re-executes the running binary as its stub.
+package sandbox
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/abi"
+)
+
+// stubEnv marks a re-executed binary as the sandbox stub. Its value is
+// "ctrl,status,exec": the stub's fds for its configuration pipe, its error
+// pipe and the executable to run (-1 for a path).
+const stubEnv = "UMLTOOLS_SANDBOX_STUB"
+
+func init() {
+	// Keep the stub's main goroutine on the main thread, the one the
+	// engine attaches to: its exec must come from a traced thread.
+	if os.Getenv(stubEnv) != "" {
+		runtime.LockOSThread()
+	}
+}
+
+// MaybeStub turns the process into the sandbox stub when it was started as
+// one, and never returns then; otherwise it returns at once. Call it first
+// thing in main (and in TestMain of tests that start sandboxes).
+func MaybeStub() {
+	spec := os.Getenv(stubEnv)
+	if spec == "" {
+		return
+	}
+	err := runStub(spec)
+	os.Exit(stubFailed(err))
+}
+
+// stubConfig is what the engine sends the stub over its control pipe.
+type stubConfig struct {
+	Filter []abi.SockFilter
+	Path   string
+	Argv   []string
+	Env    []string
+}
+
+// stubFailed reports err on the status pipe (or stderr) and returns the
+// stub's exit code.
+func stubFailed(err error) int {
+	msg := []byte(err.Error())
+	if f := strings.Split(os.Getenv(stubEnv), ","); len(f) == 3 {
+		if fd, e := strconv.Atoi(f[1]); e == nil {
+			if _, e := unix.Write(fd, msg); e == nil {
+				return 127
+			}
+		}
+	}
+	fmt.Fprintf(os.Stderr, "sandbox stub: %v\n", err)
+	return 127
+}
+
+func runStub(spec string) error {
+	var fds [3]int
+	f := strings.Split(spec, ",")
+	if len(f) != 3 {
+		return fmt.Errorf("bad %s=%q", stubEnv, spec)
+	}
+	for i := range fds {
+		n, err := strconv.Atoi(f[i])
+		if err != nil {
+			return fmt.Errorf("bad %s=%q", stubEnv, spec)
+		}
+		fds[i] = n
+	}
+	ctrl, status, execfd := fds[0], fds[1], fds[2]
+	// The parent-death signal first: if the engine is already gone, the
+	// control pipe reads EOF below.
+	if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, abi.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0); e != 0 {
+		return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", e)
+	}
+	data, err := io.ReadAll(os.NewFile(uintptr(ctrl), "sandbox-ctrl"))
+	if err != nil {
+		return fmt.Errorf("reading configuration: %w", err)
+	}
+	var cfg stubConfig
+	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&cfg); err != nil {
+		return fmt.Errorf("decoding configuration: %w", err)
+	}
+	for _, fd := range []int{ctrl, status, execfd} {
+		if fd >= 0 {
+			unix.CloseOnExec(fd)
+		}
+	}
+	argv, err := syscall.SlicePtrFromStrings(cfg.Argv)
+	if err != nil {
+		return err
+	}
+	envv, err := syscall.SlicePtrFromStrings(cfg.Env)
+	if err != nil {
+		return err
+	}
+	path, err := syscall.BytePtrFromString(cfg.Path)
+	if err != nil {
+		return err
+	}
+	empty := []byte{0}
+	if _, _, e := unix.RawSyscall6(unix.SYS_PRCTL, abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
+		return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", e)
+	}
+	prog := abi.SockFprog{Len: uint16(len(cfg.Filter)), Filter: &cfg.Filter[0]}
+	if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, abi.SECCOMP_SET_MODE_FILTER,
+		abi.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		return fmt.Errorf("seccomp: %w", e)
+	}
+	// From here on every syscall of this thread goes through the filter;
+	// the tracer lets the stub's own traced syscalls run.
+	var e syscall.Errno
+	if execfd >= 0 {
+		_, _, e = unix.RawSyscall6(unix.SYS_EXECVEAT, uintptr(execfd), uintptr(unsafe.Pointer(&empty[0])),
+			uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])), abi.AT_EMPTY_PATH, 0)
+	} else {
+		_, _, e = unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(path)),
+			uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
+	}
+	runtime.KeepAlive(argv)
+	runtime.KeepAlive(envv)
+	runtime.KeepAlive(empty)
+	return fmt.Errorf("exec %s: %w", cfg.Path, e)
+}
+
+// Config describes a guest to start.
+type Config struct {
+	// Path is the host path of the program to run as the guest's init (a
+	// static ELF for now). Ignored when File is set.
+	Path string
+	// File is an open executable (typically from ExecMemfd) to run
+	// instead of Path, with execveat(AT_EMPTY_PATH).
+	File *os.File
+	// Argv and Env are the guest init's argument and environment vectors.
+	Argv []string
+	Env  []string
+	// Files become the guest's fds 0, 1, 2, …; nil entries are closed.
+	Files []*os.File
+	// Policy is the seccomp policy; nil means DefaultPolicy().
+	Policy *Policy
+	// Handler serves trapped syscalls and receives events; nil means
+	// PassThrough.
+	Handler Handler
+	// HostUID and HostGID are the host ids the guest's uid 0 and gid 0 map
+	// to. Zero values mean the engine's own effective ids; set them to an
+	// unprivileged id (e.g. 65534) to run guests as nobody on the host.
+	HostUID, HostGID int
+	// Cloneflags adds namespaces (e.g. unix.CLONE_NEWNET) to the default
+	// CLONE_NEWUSER|CLONE_NEWPID|CLONE_NEWIPC.
+	Cloneflags uintptr
+	// Setsid, Setctty and Ctty are passed to the stub's fork (see
+	// syscall.SysProcAttr); Ctty is a guest fd.
+	Setsid, Setctty bool
+	Ctty            int
+}
+
+// Sandbox is a running guest.
+type Sandbox struct {
+	// Pid is the host pid of the guest's init (pid 1 inside).
+	Pid int
+
+	cfg     Config
+	handler Handler
+	filter  []abi.SockFilter
+	started chan error
+	done    chan struct{}
+	status  unix.WaitStatus
+	err     error
+	tasks   map[int]*Task
+}
+
+// ErrExec is wrapped by Wait's error when the stub could not exec the
+// guest program.
+var ErrExec = errors.New("guest exec failed")
+
+// Start starts the guest and its tracer and returns once the guest is
+// attached and released into its exec.
+func Start(cfg Config) (*Sandbox, error) {
+	if len(cfg.Argv) == 0 {
+		return nil, errors.New("sandbox: empty argv")
+	}
+	if cfg.File == nil && cfg.Path == "" {
+		return nil, errors.New("sandbox: no program to run")
+	}
+	p := cfg.Policy
+	if p == nil {
+		p = DefaultPolicy()
+	}
+	filter, err := p.Compile()
+	if err != nil {
+		return nil, err
+	}
+	s := &Sandbox{cfg: cfg, handler: cfg.Handler, filter: filter,
+		started: make(chan error, 1), done: make(chan struct{}), tasks: map[int]*Task{}}
+	if s.handler == nil {
+		s.handler = PassThrough{}
+	}
+	go s.tracer()
+	if err := <-s.started; err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run starts the guest and waits for its init to end.
+func Run(cfg Config) (unix.WaitStatus, error) {
+	s, err := Start(cfg)
+	if err != nil {
+		return 0, err
+	}
+	return s.Wait()
+}
+
+// Wait waits until every guest task is gone and returns the wait status of
+// the guest's init.
+func (s *Sandbox) Wait() (unix.WaitStatus, error) {
+	<-s.done
+	return s.status, s.err
+}
+
+// Kill kills the guest's init, and with it every guest process (the pid
+// namespace dies with its init). Safe from any goroutine.
+func (s *Sandbox) Kill() error {
+	return unix.Kill(s.Pid, unix.SIGKILL)
+}
+
+// spawn starts the stub on the calling (tracer) thread and attaches to it.
+func (s *Sandbox) spawn() (statusR *os.File, err error) {
+	ctrlR, ctrlW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer ctrlR.Close()
+	defer ctrlW.Close()
+	statR, statW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer statW.Close()
+	files := append([]*os.File(nil), s.cfg.Files...)
+	for len(files) < 3 {
+		files = append(files, nil)
+	}
+	execfd := -1
+	spec := fmt.Sprintf("%d,%d,", len(files), len(files)+1)
+	files = append(files, ctrlR, statW)
+	if s.cfg.File != nil {
+		execfd = len(files)
+		files = append(files, s.cfg.File)
+	}
+	spec += strconv.Itoa(execfd)
+	uid, gid := s.cfg.HostUID, s.cfg.HostGID
+	if uid == 0 {
+		uid = os.Geteuid()
+	}
+	if gid == 0 {
+		gid = os.Getegid()
+	}
+	attr := &os.ProcAttr{
+		Env:   []string{stubEnv + "=" + spec},
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | s.cfg.Cloneflags,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
+			// Unprivileged gid maps need setgroups denied; the guest's
+			// setgroups is the engine's business anyway.
+			GidMappingsEnableSetgroups: false,
+			Setsid:                     s.cfg.Setsid,
+			Setctty:                    s.cfg.Setctty,
+			Ctty:                       s.cfg.Ctty,
+		},
+	}
+	if uid != os.Geteuid() || gid != os.Getegid() {
+		// Mapping to another host id: become uid/gid 0 inside the new
+		// namespace after the maps are written, which is that host id.
+		attr.Sys.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}
+	}
+	proc, err := os.StartProcess("/proc/self/exe", []string{"umltools-sandbox-stub"}, attr)
+	if err != nil {
+		statR.Close()
+		return nil, fmt.Errorf("sandbox: starting stub: %w", err)
+	}
+	s.Pid = proc.Pid
+	proc.Release() // the tracer reaps it with wait4
+	opts := abi.PTRACE_O_TRACESECCOMP | abi.PTRACE_O_TRACEFORK | abi.PTRACE_O_TRACEVFORK |
+		abi.PTRACE_O_TRACECLONE | abi.PTRACE_O_TRACEEXEC | abi.PTRACE_O_EXITKILL | abi.PTRACE_O_TRACESYSGOOD
+	if err := ptrace(abi.PTRACE_SEIZE, s.Pid, 0, uintptr(opts)); err != nil {
+		unix.Kill(s.Pid, unix.SIGKILL)
+		statR.Close()
+		return nil, fmt.Errorf("sandbox: PTRACE_SEIZE of stub %d: %w", s.Pid, err)
+	}
+	s.tasks[s.Pid] = &Task{Tid: s.Pid, Tgid: s.Pid, stub: true, started: true, announced: true}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(stubConfig{Filter: s.filter, Path: s.cfg.Path, Argv: s.cfg.Argv, Env: s.cfg.Env}); err != nil {
+		unix.Kill(s.Pid, unix.SIGKILL)
+		statR.Close()
+		return nil, err
+	}
+	if _, err := ctrlW.Write(buf.Bytes()); err != nil {
+		unix.Kill(s.Pid, unix.SIGKILL)
+		statR.Close()
+		return nil, fmt.Errorf("sandbox: configuring stub: %w", err)
+	}
+	return statR, nil
+}
+
+// ptrace issues a non-blocking ptrace request with RawSyscall6: the x/sys
+// wrappers go through the scheduler and cost several times more per trap.
+func ptrace(req int, pid int, addr, data uintptr) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func getRegs(tid int, r *abi.Regs) error {
+	return ptrace(abi.PTRACE_GETREGS, tid, 0, uintptr(unsafe.Pointer(r)))
+}
+
+func setRegs(tid int, r *abi.Regs) error {
+	return ptrace(abi.PTRACE_SETREGS, tid, 0, uintptr(unsafe.Pointer(r)))
+}

@@ -1,0 +1,229 @@
+package sandbox
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/abi"
+)
+
+// tracer is the sandbox's ptrace loop. It runs on one OS thread for its
+// whole life (ptrace requests are bound to the attaching thread), starts
+// the stub from that thread, and serves stops until no guest task is left.
+// The thread is never unlocked, so it exits with the goroutine.
+func (s *Sandbox) tracer() {
+	runtime.LockOSThread()
+	defer close(s.done)
+	statR, err := s.spawn()
+	s.started <- err
+	if err != nil {
+		s.err = err
+		return
+	}
+	defer statR.Close()
+	execed := false
+	for {
+		var ws unix.WaitStatus
+		// __WNOTHREAD: only this thread's children and tracees, so the
+		// engine's other children (os/exec elsewhere) are never reaped here.
+		tid, err := unix.Wait4(-1, &ws, abi.WALL|abi.WNOTHREAD, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.ECHILD {
+			break
+		}
+		if err != nil {
+			s.err = fmt.Errorf("sandbox: wait4: %w", err)
+			unix.Kill(s.Pid, unix.SIGKILL)
+			break
+		}
+		if ws.Exited() || ws.Signaled() {
+			t := s.tasks[tid]
+			delete(s.tasks, tid)
+			if t != nil && !t.stub {
+				s.handler.Event(t, Event{Kind: EvExit, Status: int(ws)})
+			}
+			if tid == s.Pid {
+				s.status = ws
+				if t != nil && t.stub && !execed {
+					msg, _ := io.ReadAll(statR)
+					s.err = fmt.Errorf("sandbox: %w: %s", ErrExec, msg)
+				}
+			}
+			continue
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		if s.stopped(tid, uint32(ws)) {
+			execed = true
+		}
+	}
+}
+
+// stopped handles one ptrace stop of tid; it reports whether it was the
+// stub's exec into the guest.
+func (s *Sandbox) stopped(tid int, status uint32) (stubExec bool) {
+	sig := int(status>>8) & 0xff
+	event := int(status >> 16)
+	t := s.tasks[tid]
+	if t == nil {
+		// A new task whose creation event has not been seen yet.
+		t = &Task{Tid: tid, Tgid: tid}
+		s.tasks[tid] = t
+	}
+	switch {
+	case event == abi.PTRACE_EVENT_STOP:
+		switch {
+		case !t.started:
+			t.started = true
+			if !t.announced {
+				t.held = true // resumed once its parent's event is handled
+				return false
+			}
+			resume(tid, 0)
+		case isStopSignal(sig):
+			// Group stop: stay stopped but keep reporting (SIGCONT).
+			ptrace(abi.PTRACE_LISTEN, tid, 0, 0)
+		default:
+			resume(tid, 0)
+		}
+	case sig == int(unix.SIGTRAP) && event == abi.PTRACE_EVENT_SECCOMP:
+		s.syscall(t)
+	case sig == int(unix.SIGTRAP) && (event == abi.PTRACE_EVENT_FORK ||
+		event == abi.PTRACE_EVENT_VFORK || event == abi.PTRACE_EVENT_CLONE):
+		s.cloned(t, event)
+	case sig == int(unix.SIGTRAP) && event == abi.PTRACE_EVENT_EXEC:
+		var old uintptr
+		ptrace(abi.PTRACE_GETEVENTMSG, tid, 0, uintptrOf(&old))
+		if int(old) != tid {
+			// A non-leader thread exec'd and took over the leader's tid.
+			if ot := s.tasks[int(old)]; ot != nil {
+				delete(s.tasks, int(old))
+				ot.Tid, ot.nsTid = tid, 0
+				s.tasks[tid] = ot
+				t = ot
+			}
+		}
+		t.started, t.announced = true, true
+		stubExec = t.stub
+		t.stub = false
+		s.handler.Event(t, Event{Kind: EvExec, OldTid: int(old)})
+		resume(tid, 0)
+	case sig == int(unix.SIGTRAP)|0x80:
+		// Syscall-exit stop after NativeExit.
+		if t.inSyscall {
+			t.inSyscall = false
+			var regs abi.Regs
+			if getRegs(tid, &regs) == nil {
+				save := regs
+				s.handler.SyscallExit(t, &regs)
+				if regs != save {
+					setRegs(tid, &regs)
+				}
+			}
+		}
+		resume(tid, 0)
+	case event != 0:
+		resume(tid, 0)
+	default:
+		// Signal-delivery stop: deliver the signal.
+		t.started = true
+		if !t.stub {
+			s.handler.Event(t, Event{Kind: EvSignal, Sig: sig})
+		}
+		resume(tid, sig)
+	}
+	return stubExec
+}
+
+// syscall serves a PTRACE_EVENT_SECCOMP stop.
+func (s *Sandbox) syscall(t *Task) {
+	var regs abi.Regs
+	if getRegs(t.Tid, &regs) != nil {
+		return // gone (ESRCH): its exit is reported by wait4
+	}
+	if t.stub {
+		// The engine's own stub: its exec and runtime calls run.
+		resume(t.Tid, 0)
+		return
+	}
+	save := regs
+	act := s.handler.Syscall(t, &regs)
+	switch act.kind {
+	case actEmulate:
+		regs.OrigRax = ^uint64(0) // skip the syscall
+		regs.Rax = uint64(act.val)
+		setRegs(t.Tid, &regs)
+	case actKill:
+		unix.Kill(t.Tgid, unix.SIGKILL)
+	default:
+		if regs != save {
+			setRegs(t.Tid, &regs)
+		}
+	}
+	if act.kind == actNativeExit {
+		t.inSyscall = true
+		ptrace(abi.PTRACE_SYSCALL, t.Tid, 0, 0)
+		return
+	}
+	resume(t.Tid, 0)
+}
+
+// cloned handles a fork, vfork or clone event of parent t.
+func (s *Sandbox) cloned(t *Task, event int) {
+	var msg uintptr
+	if ptrace(abi.PTRACE_GETEVENTMSG, t.Tid, 0, uintptrOf(&msg)) != nil {
+		return
+	}
+	ctid := int(msg)
+	var flags uint64
+	switch event {
+	case abi.PTRACE_EVENT_FORK:
+		flags = uint64(unix.SIGCHLD)
+	case abi.PTRACE_EVENT_VFORK:
+		flags = abi.CLONE_VM | abi.CLONE_VFORK | uint64(unix.SIGCHLD)
+	default:
+		var regs abi.Regs
+		if getRegs(t.Tid, &regs) == nil {
+			flags = regs.Rdi
+		}
+	}
+	c := s.tasks[ctid]
+	if c == nil {
+		c = &Task{Tid: ctid}
+		s.tasks[ctid] = c
+	}
+	c.Tgid = ctid
+	if flags&abi.CLONE_THREAD != 0 {
+		c.Tgid = t.Tgid
+	}
+	c.stub = t.stub
+	if !t.stub {
+		s.handler.Event(t, Event{Kind: EvClone, Child: c, Flags: flags})
+	}
+	c.announced = true
+	if c.held {
+		c.held = false
+		resume(ctid, 0)
+	}
+	resume(t.Tid, 0)
+}
+
+// resume continues a stopped task, delivering sig if non-zero. ESRCH (the
+// task was killed meanwhile) is expected and ignored.
+func resume(tid, sig int) {
+	ptrace(abi.PTRACE_CONT, tid, 0, uintptr(sig))
+}
+
+func isStopSignal(sig int) bool {
+	switch unix.Signal(sig) {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+		return true
+	}
+	return false
+}
