@@ -426,6 +426,20 @@ func TestTuntapUpAndChange(t *testing.T) {
 			if !strings.Contains(state, "proxy_arp=1") {
 				t.Errorf("proxy_arp not set:\n%s", state)
 			}
+			// Another user, on a tap of their own, can neither claim the
+			// guest's address nor remove its proxy entries.
+			if b, err := netnsCmd(t, ns, "ip", "tuntap", "add", "dev", "atk0", "mode", "tap", "user", "4321").CombinedOutput(); err != nil {
+				t.Fatalf("ip tuntap add: %v %s", err, b)
+			}
+			before := hostState(t, ns)
+			r = runHelper(t, ns, 4321, unix.SOCK_STREAM, nil, nil, bin, "4", "add", "atk0", "10.0.1.2", "255.255.255.0")
+			if text, _, _ := parseBlob(r.reply); r.code != 1 || !strings.Contains(text, "routed to another interface") {
+				t.Errorf("claiming another guest's address: exit %d %q", r.code, text)
+			}
+			r = runHelper(t, ns, 4321, unix.SOCK_STREAM, nil, nil, bin, "4", "del", "atk0", "10.0.1.2", "255.255.255.0")
+			if after := hostState(t, ns); after != before {
+				t.Errorf("del on atk0 (exit %d) changed the state:\nbefore:\n%s\nafter:\n%s", r.code, before, after)
+			}
 			r = runHelper(t, ns, nobody, unix.SOCK_STREAM, nil, nil, bin, "4", "del", name, "10.0.1.2", "255.255.255.0")
 			if r.code != 0 {
 				t.Fatalf("del: exit %d %q", r.code, r.reply)

@@ -151,10 +151,11 @@ func orNone(a netip.Addr) string {
 	return a.String()
 }
 
-// checkConflict refuses an address that another machine on a host network
-// may own: the next hop of a route, or a live neighbour entry on any
-// interface other than skip. Publishing or assigning such an address
-// would let a guest steal its traffic.
+// checkConflict refuses an address that another machine may own: the next
+// hop of a route, a host route through an interface other than skip (a
+// guest behind another tap), or a live neighbour entry on an interface
+// other than skip. Publishing or assigning such an address would let a
+// guest steal its traffic.
 func checkConflict(nl *tuntap.Netlink, a netip.Addr, skip int) error {
 	rs, err := nl.Routes()
 	if err != nil {
@@ -163,6 +164,9 @@ func checkConflict(nl *tuntap.Netlink, a netip.Addr, skip int) error {
 	for _, r := range rs {
 		if r.Gw == a {
 			return fmt.Errorf("%s is a router of this host; refusing it", a)
+		}
+		if r.Dst == netip.PrefixFrom(a, 32) && r.Oif != 0 && r.Oif != skip {
+			return fmt.Errorf("%s is routed to another interface (%d); refusing it", a, r.Oif)
 		}
 	}
 	ns, err := nl.Neighbours()
@@ -226,6 +230,21 @@ func (e *env) change(fd int, op string, rest []string) error {
 		code = 1
 	}
 	return e.replyBlob(fd, &o, code)
+}
+
+// routedElsewhere reports whether a host route to a goes through an
+// interface other than skip.
+func routedElsewhere(nl *tuntap.Netlink, a netip.Addr, skip int) bool {
+	rs, err := nl.Routes()
+	if err != nil {
+		return true // when in doubt, leave others' entries alone
+	}
+	for _, r := range rs {
+		if r.Dst == netip.PrefixFrom(a, 32) && r.Oif != 0 && r.Oif != skip {
+			return true
+		}
+	}
+	return false
 }
 
 // mayUse enforces "only devices created for the caller": a tap whose
@@ -297,6 +316,11 @@ func applyChange(nl *tuntap.Netlink, l tuntap.Link, del bool, addr netip.Addr, b
 		default:
 			o.step("netlink: ip route add %s/32 dev %s", addr, l.Name)
 		}
+	}
+	if del && routedElsewhere(nl, addr, l.Index) {
+		// Another tap still serves this address: its proxy entries
+		// are not ours to remove.
+		pub = nil
 	}
 	v := "1"
 	if del {
