@@ -32,10 +32,20 @@ func (e *LockedError) Error() string {
 
 // Options configures Open.
 type Options struct {
-	// Backing overrides the backing file named in the header, like the
-	// second field of ubdN=cow,backing. It must match the header's size
-	// and mtime. The header is not rewritten.
+	// Backing is the backing file requested besides the COW file, like
+	// the second field of ubdN=cow,backing, and is treated as the kernel
+	// does: if it is another file than the header's (by device and
+	// inode; both must exist to tell) and matches the header's size and
+	// mtime, it is used ("Switching backing file to '...'"); otherwise
+	// the header's backing file is used and must match.
 	Backing string
+	// Switch rewrites the header to name Backing when it is used instead
+	// of the header's file, as the kernel does. Only v3 headers are
+	// rewritten (the kernel would corrupt v1 and v2 files).
+	Switch bool
+	// Logf, if set, receives the kernel's messages about the backing
+	// file ("Backing file mismatch - ...", "Switching backing file to ...").
+	Logf func(format string, a ...any)
 	// ReadOnly opens the COW file read-only (the ubd 'r' flag).
 	ReadOnly bool
 	// Lock takes fcntl locks as the kernel does: a write lock on the COW
@@ -98,11 +108,7 @@ func (f *File) init(o Options) error {
 			return err
 		}
 	}
-	f.backing = h.BackingFile
-	if o.Backing != "" {
-		f.backing = o.Backing
-	}
-	if err := CheckBacking(h, f.backing); err != nil {
+	if err := f.chooseBacking(o); err != nil {
 		return err
 	}
 	if f.back, err = os.Open(f.backing); err != nil {
@@ -121,6 +127,57 @@ func (f *File) init(o Options) error {
 		return &OpError{Op: "Reading COW bitmap", Path: f.path, Err: err}
 	}
 	return nil
+}
+
+// chooseBacking picks and validates the backing file as the kernel's
+// open_ubd_file does, switching (and maybe rewriting the header) when a
+// different, matching file is requested.
+func (f *File) chooseBacking(o Options) error {
+	h := f.hdr
+	logf := o.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	f.backing = h.BackingFile
+	if o.Backing == "" || sameBacking(o.Backing, h.BackingFile) {
+		return CheckBacking(h, f.backing)
+	}
+	logf("Backing file mismatch - \"%s\" requested, \"%s\" specified in COW header of \"%s\"", o.Backing, h.BackingFile, f.path)
+	if CheckBacking(h, o.Backing) != nil {
+		return CheckBacking(h, f.backing)
+	}
+	logf("Switching backing file to '%s'", o.Backing)
+	f.backing = o.Backing
+	if !o.Switch || f.ro || h.Version != 3 || h.Broken {
+		return nil
+	}
+	nh, err := BackingHeader(o.Backing)
+	if err != nil {
+		return fmt.Errorf("%s: switching backing file: %w", f.path, err)
+	}
+	nh.SectorSize, nh.Alignment = h.SectorSize, h.Alignment
+	if err := nh.layout(); err != nil || nh.DataOffset != h.DataOffset {
+		return fmt.Errorf("%s: switching backing file: layout would change", f.path)
+	}
+	if err := WriteHeader(f.cow, nh); err != nil {
+		return &OpError{Op: "Switching backing file", Path: f.path, Err: err}
+	}
+	f.hdr = nh
+	return nil
+}
+
+// sameBacking reports whether the requested backing file is the header's:
+// the same name, or the same device and inode. As in the kernel, a file
+// that cannot be stat'ed counts as the same.
+func sameBacking(requested, header string) bool {
+	if requested == header {
+		return true
+	}
+	var a, b unix.Stat_t
+	if unix.Stat(requested, &a) != nil || unix.Stat(header, &b) != nil {
+		return true
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 // lockFile takes a whole-file fcntl lock (write or read) without waiting.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/umltools/umltools/internal/testutil"
 )
 
 func readFile(t testing.TB, p string) []byte {
@@ -256,13 +259,48 @@ func TestOpenChecksBacking(t *testing.T) {
 	}
 	other := filepath.Join(dir, "other.img")
 	os.WriteFile(other, make([]byte, 64<<10+1), 0o644)
+	h := mustOpenHeader(t, cowPath)
 	var me *MismatchError
-	if _, err := Open(cowPath, Options{Backing: other}); !errors.Is(err, ErrSizeMismatch) || !errors.As(err, &me) {
+	if err := CheckBacking(h, other); !errors.Is(err, ErrSizeMismatch) || !errors.As(err, &me) {
 		t.Fatalf("size: %v", err)
 	}
 	if me.KernelMessage() != "Size mismatch (65536 vs 65537) of COW header vs backing file" {
 		t.Errorf("kernel wording: %q", me.KernelMessage())
 	}
+	// A requested backing file that does not match: the kernel logs the
+	// mismatch and keeps the header's file.
+	var log []string
+	logf := func(f string, a ...any) { log = append(log, fmt.Sprintf(f, a...)) }
+	f, err := Open(cowPath, Options{Backing: other, Switch: true, Logf: logf})
+	if err != nil || f.BackingFile() != back {
+		t.Fatalf("non-matching request: %v", err)
+	}
+	f.Close()
+	if len(log) != 1 || log[0] != fmt.Sprintf("Backing file mismatch - \"%s\" requested, \"%s\" specified in COW header of \"%s\"", other, back, cowPath) {
+		t.Fatalf("log %q", log)
+	}
+	// A matching copy elsewhere: switch, and rewrite the header.
+	moved := filepath.Join(dir, "moved.img")
+	testutil.CopySparse(t, back, moved)
+	log = nil
+	if f, err = Open(cowPath, Options{Backing: moved, Switch: true, Logf: logf}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if len(log) != 2 || log[1] != "Switching backing file to '"+moved+"'" {
+		t.Fatalf("log %q", log)
+	}
+	if h2 := mustOpenHeader(t, cowPath); h2.BackingFile != moved || h2.Mtime != h.Mtime || h2.DataOffset != h.DataOffset {
+		t.Fatalf("header after the switch: %+v", h2)
+	}
+	// The same file under another name is no switch.
+	log = nil
+	os.Symlink(moved, filepath.Join(dir, "alias.img"))
+	if f, err = Open(cowPath, Options{Backing: filepath.Join(dir, "alias.img"), Logf: logf}); err != nil || len(log) != 0 || f.BackingFile() != moved {
+		t.Fatalf("alias: %v %q", err, log)
+	}
+	f.Close()
+	back = moved
 	tm := time.Unix(1600000000, 0)
 	os.Chtimes(back, tm, tm)
 	if _, err := Open(cowPath, Options{}); !errors.Is(err, ErrMtimeMismatch) {
@@ -271,6 +309,20 @@ func TestOpenChecksBacking(t *testing.T) {
 	if _, err := Open(filepath.Join(dir, "none.cow"), Options{}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing: %v", err)
 	}
+}
+
+func mustOpenHeader(t *testing.T, p string) *Header {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h, err := ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 func TestAbsolutize(t *testing.T) {
