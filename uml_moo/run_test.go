@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,6 +202,37 @@ func TestProgress(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1536: "1.5 KiB", 50 << 20: "50.0 MiB"} {
 		if got := human(n); got != want {
 			t.Errorf("human(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		args  string
+		want  options
+		usage string
+	}{
+		{"cow out", options{files: []string{"cow", "out"}}, ""},
+		{"-d -b back cow", options{inPlace: true, backing: "back", files: []string{"cow"}}, ""},
+		{"-b back -d cow", options{inPlace: true, backing: "back", files: []string{"cow"}}, ""},
+		// Options end at the first operand: the C tool writes a file
+		// named "-d" here, so must we.
+		{"cow -d", options{files: []string{"cow", "-d"}}, ""},
+		{"-q -d cow", options{inPlace: true, quiet: true, files: []string{"cow"}}, ""},
+		{"--info --json cow", options{info: true, json: true, files: []string{"cow"}}, ""},
+		{"-- -d out", options{files: []string{"-d", "out"}}, ""},
+		{"- out", options{files: []string{"-", "out"}}, ""},
+		{"-b", options{}, "-b"},
+		{"-z cow out", options{}, "unknown option -z"},
+	}
+	for _, c := range cases {
+		got, why := parse(strings.Fields(c.args))
+		if why != c.usage {
+			t.Errorf("%q: usage %q, want %q", c.args, why, c.usage)
+			continue
+		}
+		if why == "" && fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%q: %+v, want %+v", c.args, got, c.want)
 		}
 	}
 }
