@@ -1,8 +1,14 @@
 package sandbox
 
 import (
+	"bufio"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -15,7 +21,27 @@ import (
 
 func TestMain(m *testing.M) {
 	MaybeStub()
+	if os.Getenv(helperEnv) != "" {
+		deathHelper()
+	}
 	os.Exit(m.Run())
+}
+
+// helperEnv makes the test binary a short-lived engine for TestEngineDeath.
+const helperEnv = "UMLTOOLS_SANDBOX_TEST_HELPER"
+
+// deathHelper starts a guest with a background child, prints the guest
+// init's host pid and waits to be killed.
+func deathHelper() {
+	s, err := Start(Config{Path: "/bin/busybox", Argv: []string{"sh", "-c", "sleep 100 & sleep 100; echo"},
+		Env: []string{"PATH=/bin"}, Files: []*os.File{nil, os.Stderr, os.Stderr}})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println(s.Pid)
+	s.Wait()
+	os.Exit(0)
 }
 
 // testHandler emulates uname with a fake nodename, counts traps and lets
@@ -198,5 +224,161 @@ func TestMemfdInit(t *testing.T) {
 	ws, out := runGuest(t, Config{File: f, Argv: []string{"echo", "from", "memfd"}})
 	if out != "from memfd\n" || ws.ExitStatus() != 0 {
 		t.Errorf("output %q status %v", out, ws)
+	}
+}
+
+// descendants returns pid and all its descendants (host pids).
+func descendants(pid int) []int {
+	out := []int{pid}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, tk := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, tk.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, descendants(c)...)
+			}
+		}
+	}
+	return out
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// TestEngineDeath: when the engine dies (SIGKILL, no cleanup), every guest
+// process dies with it (PDEATHSIG on init, EXITKILL on tracees, and the pid
+// namespace dying with its init).
+func TestEngineDeath(t *testing.T) {
+	needBusybox(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("helper said %q", line)
+	}
+	var pids []int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if pids = descendants(pid); len(pids) >= 3 {
+			break
+		}
+	}
+	if len(pids) < 3 {
+		t.Fatalf("guest processes %v, want init and two sleeps", pids)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n := 0
+		for _, p := range pids {
+			if alive(p) {
+				n++
+			}
+		}
+		if n == 0 {
+			return
+		}
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Errorf("guest process %d survived the engine", p)
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
+}
+
+// TestMapToNobody: a root engine can map the guest's root to an
+// unprivileged host uid; inside it is still uid 0.
+func TestMapToNobody(t *testing.T) {
+	testutil.NeedRoot(t)
+	needBusybox(t)
+	h := &uidHandler{}
+	ws, out := runGuest(t, Config{Handler: h, HostUID: 65534, HostGID: 65534, Argv: []string{"sh", "-c", "id -u; id -g"}})
+	if out != "0\n0\n" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v", out, ws)
+	}
+	if !strings.HasPrefix(h.uidLine, "Uid:\t65534\t65534\t65534\t65534") {
+		t.Errorf("guest host uids %q, want 65534", h.uidLine)
+	}
+}
+
+// uidHandler records the host Uid line of the guest at its first exec.
+type uidHandler struct {
+	PassThrough
+	uidLine string
+}
+
+func (h *uidHandler) Event(t *Task, ev Event) {
+	if ev.Kind != EvExec || h.uidLine != "" {
+		return
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", t.Tid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "Uid:") {
+			h.uidLine = l
+		}
+	}
+}
+
+// TestUnprivileged reruns the main tests as uid 65534: the design must not
+// need root.
+func TestUnprivileged(t *testing.T) {
+	if os.Getenv("UMLTOOLS_SANDBOX_UNPRIV") != "" {
+		t.Skip("already the unprivileged run")
+	}
+	testutil.NeedRoot(t) // as non-root, every other test already is this one
+	needBusybox(t)
+	probe(t) // build it while we can write the cache
+	if out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "-Urp", "-f", "true").CombinedOutput(); err != nil {
+		testutil.Skip(t, "unprivileged user namespaces unavailable: %v %s", err, out)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "sandboxunpriv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "sandbox.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.v", "-test.count=1", "-test.run",
+		"^(TestGuestIdentity|TestExitStatus|TestSignals|TestPipeline|TestMemfdInit|TestHostileSyscalls|TestX32Killed|TestEmulatedTrap|TestExecRedirect|TestEngineDeath)$")
+	cmd.Dir = dir
+	cmd.Env = []string{"UMLTOOLS_SANDBOX_UNPRIV=1", "PATH=/usr/bin:/bin", "TMPDIR=/tmp", "HOME=" + dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "SKIP") || strings.Count(string(out), "--- PASS") != 10 {
+		t.Fatalf("unprivileged run: %v\n%s", err, out)
 	}
 }

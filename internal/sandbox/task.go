@@ -140,6 +140,8 @@ func (t *Task) Signal(sig unix.Signal) error {
 
 // RedirectExec rewrites a trapped execve or execveat so that the host
 // executes hostPath instead of the guest's path; argv and envp are kept.
+// hostPath must be reachable by the guest's host identity: an ExecDir
+// file, not /proc/<engine>/fd/N (refused across user namespaces).
 // The path is written below the red zone of the task's stack. Return
 // Native() afterwards: the host builds the new image.
 //
@@ -169,8 +171,8 @@ func (t *Task) RedirectExec(regs *abi.Regs, hostPath string) error {
 }
 
 // ExecMemfd copies an executable image into a new memfd and returns a
-// read-only descriptor of it, suitable for Config.File or, through
-// /proc/<engine pid>/fd/<n>, for RedirectExec. The writable descriptor is
+// read-only descriptor of it, suitable for Config.File (the stub execs it
+// with execveat). The writable descriptor is
 // closed so that exec does not fail with ETXTBSY.
 func ExecMemfd(name string, image []byte) (*os.File, error) {
 	fd, err := unix.MemfdCreate(name, abi.MFD_CLOEXEC|abi.MFD_EXEC)

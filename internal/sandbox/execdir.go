@@ -1,0 +1,71 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// ExecDir is an engine-private host directory holding the executables that
+// guest execs are redirected to (RedirectExec). A guest in its own user
+// namespace cannot open /proc/<engine>/fd/N (the ptrace access check needs
+// CAP_SYS_PTRACE in the engine's namespace), so redirected images live in
+// a 0700 directory owned by the host id the guest's root maps to. Guests
+// never learn the path: every path syscall is served by the engine.
+type ExecDir struct {
+	// Path is the directory. Short on purpose: a dynamic ELF's rewritten
+	// PT_INTERP must fit the original's 27 bytes.
+	Path string
+}
+
+// NewExecDir creates an ExecDir on a tmpfs that allows exec (/dev/shm)
+// when there is one, else in os.TempDir(). uid and gid are the host ids of
+// the guest's root (-1 to keep the engine's).
+func NewExecDir(uid, gid int) (*ExecDir, error) {
+	var errs []error
+	for _, base := range []string{"/dev/shm", os.TempDir()} {
+		var st unix.Statfs_t
+		if err := unix.Statfs(base, &st); err != nil || st.Flags&unix.ST_NOEXEC != 0 {
+			continue
+		}
+		d, err := os.MkdirTemp(base, "uml")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if uid >= 0 || gid >= 0 {
+			if err := os.Chown(d, uid, gid); err != nil {
+				os.Remove(d)
+				return nil, fmt.Errorf("exec dir %s: %w", d, err)
+			}
+		}
+		return &ExecDir{Path: d}, nil
+	}
+	return nil, fmt.Errorf("no exec-capable directory for guest executables: %v", errs)
+}
+
+// Add writes an executable image under name and returns its host path.
+func (d *ExecDir) Add(name string, image []byte) (string, error) {
+	p := filepath.Join(d.Path, name)
+	if filepath.Dir(p) != d.Path {
+		return "", fmt.Errorf("exec dir: bad name %q", name)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o555)
+	if err != nil {
+		return "", fmt.Errorf("exec dir: %w", err)
+	}
+	if _, err := f.Write(image); err != nil {
+		f.Close()
+		os.Remove(p)
+		return "", fmt.Errorf("exec dir: %s: %w", p, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("exec dir: %s: %w", p, err)
+	}
+	return p, nil
+}
+
+// Close removes the directory and everything in it.
+func (d *ExecDir) Close() error { return os.RemoveAll(d.Path) }

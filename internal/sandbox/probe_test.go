@@ -1,0 +1,229 @@
+package sandbox
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/abi"
+	"github.com/umltools/umltools/internal/testutil"
+)
+
+// probeSrc is a static test program: "probe" tries syscalls a guest must
+// not reach and prints "name result errno"; "x32" makes an x32-ABI call;
+// "loop N NR" makes syscall NR N times and prints the last result; "exec
+// PATH ARGS…" execs; "argv" prints its arguments; "forkexec N PATH ARGS…"
+// runs PATH N times with fork+exec+wait.
+const probeSrc = `
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+	if (argc > 1 && !strcmp(argv[1], "probe")) {
+		struct { const char *name; long nr; } t[] = {
+			{"io_uring_setup", 425}, {"bpf", 321}, {"ptrace", 101},
+			{"clone3", 435}, {"unshare", 272}, {"setns", 308},
+			{"process_vm_readv", 310}, {"userfaultfd", 323},
+			{"perf_event_open", 298}, {"kexec_load", 246},
+			{"finit_module", 313}, {"pidfd_getfd", 438},
+			{"afs_syscall", 183}, {"nr_1000", 1000},
+			{"nr_0x3fffffff", 0x3fffffff}, {"nr_minus1", -1},
+		};
+		for (unsigned i = 0; i < sizeof t / sizeof t[0]; i++) {
+			errno = 0;
+			long r = syscall(t[i].nr, 0, 0, 0, 0, 0, 0);
+			printf("%s %ld %d\n", t[i].name, r, r < 0 ? errno : 0);
+		}
+		return 0;
+	}
+	if (argc > 1 && !strcmp(argv[1], "x32")) {
+		syscall(0x40000000 | 39);
+		printf("survived\n");
+		return 0;
+	}
+	if (argc > 3 && !strcmp(argv[1], "loop")) {
+		long n = atol(argv[2]), nr = atol(argv[3]), r = 0;
+		for (long i = 0; i < n; i++)
+			r = syscall(nr);
+		printf("%ld\n", r);
+		return 0;
+	}
+	if (argc > 2 && !strcmp(argv[1], "exec")) {
+		execv(argv[2], argv + 2);
+		printf("exec failed: %s\n", strerror(errno));
+		return 1;
+	}
+	if (argc > 1 && !strcmp(argv[1], "argv")) {
+		for (int i = 0; i < argc; i++)
+			printf("%s%c", argv[i], i + 1 < argc ? ' ' : '\n');
+		return 0;
+	}
+	if (argc > 3 && !strcmp(argv[1], "forkexec")) {
+		long n = atol(argv[2]);
+		for (long i = 0; i < n; i++) {
+			pid_t p = fork();
+			if (p == 0) {
+				execv(argv[3], argv + 3);
+				_exit(127);
+			}
+			int st;
+			if (waitpid(p, &st, 0) != p || st != 0) {
+				printf("child failed: %d\n", st);
+				return 1;
+			}
+		}
+		printf("ok\n");
+		return 0;
+	}
+	fprintf(stderr, "usage: probe probe|x32|loop N NR|exec PATH...|argv...|forkexec N PATH...\n");
+	return 2;
+}
+`
+
+func probe(t *testing.T) string {
+	t.Helper()
+	return testutil.StaticC(t, "sandboxprobe", probeSrc)
+}
+
+func parseProbe(t *testing.T, out string) map[string][2]int {
+	t.Helper()
+	m := map[string][2]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("probe line %q", line)
+		}
+		r, _ := strconv.Atoi(f[1])
+		e, _ := strconv.Atoi(f[2])
+		m[f[0]] = [2]int{r, e}
+	}
+	return m
+}
+
+// TestHostileSyscalls: the refused set fails with its errno and unknown
+// numbers with ENOSYS, where natively several of them succeed or fail
+// differently (the native run proves the probe really reaches the kernel).
+func TestHostileSyscalls(t *testing.T) {
+	p := probe(t)
+	h := &testHandler{}
+	ws, out := runGuest(t, Config{Path: p, Argv: []string{"probe", "probe"}, Handler: h})
+	if ws.ExitStatus() != 0 {
+		t.Fatalf("status %v output %q", ws, out)
+	}
+	got := parseProbe(t, out)
+	nativeOut, err := exec.Command(p, "probe").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	native := parseProbe(t, string(nativeOut))
+	want := map[string]int{
+		"io_uring_setup": abi.ENOSYS, "bpf": abi.EPERM, "ptrace": abi.EPERM,
+		"clone3": abi.ENOSYS, "unshare": abi.EPERM, "setns": abi.EPERM,
+		"process_vm_readv": abi.EPERM, "userfaultfd": abi.ENOSYS,
+		"perf_event_open": abi.ENOSYS, "kexec_load": abi.EPERM,
+		"finit_module": abi.EPERM, "pidfd_getfd": abi.EPERM,
+		"afs_syscall": abi.ENOSYS, "nr_1000": abi.ENOSYS,
+		"nr_0x3fffffff": abi.ENOSYS, "nr_minus1": abi.ENOSYS,
+	}
+	for name, e := range want {
+		if g := got[name]; g != [2]int{-1, e} {
+			t.Errorf("%s: got result %d errno %d, want -1 errno %d (native: %v)", name, g[0], g[1], e, native[name])
+		}
+	}
+	// Natively unshare(0) succeeds and clone3(NULL, 0) is EINVAL: the
+	// sandbox's answers are its own.
+	if native["unshare"] != [2]int{0, 0} || native["clone3"][1] != abi.EINVAL {
+		t.Errorf("native probe: unshare %v clone3 %v", native["unshare"], native["clone3"])
+	}
+	// None of the refused or unknown calls reached the tracer.
+	for _, nr := range []int{abi.SYS_IO_URING_SETUP, abi.SYS_BPF, abi.SYS_PTRACE, abi.SYS_CLONE3, abi.SYS_UNSHARE, 1000} {
+		if h.traps[nr] != 0 {
+			t.Errorf("syscall %d (%s) trapped", nr, abi.SyscallNames[nr])
+		}
+	}
+}
+
+// TestX32Killed: an x32-ABI syscall kills the process (SIGSYS).
+func TestX32Killed(t *testing.T) {
+	ws, out := runGuest(t, Config{Path: probe(t), Argv: []string{"probe", "x32"}})
+	if !ws.Signaled() || ws.Signal() != unix.SIGSYS || out != "" {
+		t.Errorf("status %v output %q, want death by SIGSYS", ws, out)
+	}
+}
+
+// TestEmulatedTrap: a traced syscall answered by the handler returns the
+// handler's value, and every call traps.
+func TestEmulatedTrap(t *testing.T) {
+	pol := DefaultPolicy()
+	pol.Rules[abi.SYS_GETPPID] = Rule{Else: RetTrace}
+	h := &testHandler{emulate: map[int]int64{abi.SYS_GETPPID: 4242}}
+	ws, out := runGuest(t, Config{Path: probe(t), Policy: pol, Handler: h,
+		Argv: []string{"probe", "loop", "1000", strconv.Itoa(abi.SYS_GETPPID)}})
+	if out != "4242\n" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v, want 4242", out, ws)
+	}
+	if h.traps[abi.SYS_GETPPID] != 1000 {
+		t.Errorf("%d getppid traps, want 1000", h.traps[abi.SYS_GETPPID])
+	}
+}
+
+// redirectHandler sends exec of /guest/prog to a file of an ExecDir.
+type redirectHandler struct {
+	PassThrough
+	target string
+	seen   []string
+}
+
+func (h *redirectHandler) Syscall(t *Task, r *abi.Regs) Action {
+	if r.OrigRax != abi.SYS_EXECVE {
+		return Native()
+	}
+	path, err := t.ReadString(r.Rdi, 4096)
+	if err != nil {
+		return Fail(abi.EFAULT)
+	}
+	h.seen = append(h.seen, path)
+	if path == "/guest/prog" {
+		if err := t.RedirectExec(r, h.target); err != nil {
+			return Fail(abi.EFAULT)
+		}
+	}
+	return Native()
+}
+
+// TestExecRedirect: a guest exec of a path that does not exist on the host
+// runs the engine's copy with the guest's argv.
+func TestExecRedirect(t *testing.T) {
+	p := probe(t)
+	img, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewExecDir(-1, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	target, err := d.Add("prog", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &redirectHandler{target: target}
+	ws, out := runGuest(t, Config{Path: p, Handler: h, Argv: []string{"probe", "exec", "/guest/prog", "argv", "a b", "c"}})
+	if want := "/guest/prog argv a b c\n"; out != want || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v, want %q", out, ws, want)
+	}
+	if len(h.seen) != 1 || h.seen[0] != "/guest/prog" {
+		t.Errorf("execs seen %q", h.seen)
+	}
+}
