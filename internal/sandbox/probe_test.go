@@ -15,9 +15,12 @@ import (
 
 // probeSrc is a static test program: "probe" tries syscalls a guest must
 // not reach and prints "name result errno"; "x32" makes an x32-ABI call;
-// "loop N NR" makes syscall NR N times and prints the last result; "exec
+// "loop N NR" makes syscall NR N times and prints the last result
+// ("tloop" also prints ns per call); "exec
 // PATH ARGS…" execs; "argv" prints its arguments; "forkexec N PATH ARGS…"
-// runs PATH N times with fork+exec+wait.
+// runs PATH N times with fork+exec+wait and prints "ok" and ns per run;
+// "spawn N PATH…" does it with posix_spawn (clone(CLONE_VM|CLONE_VFORK));
+// "threads" runs 4 threads making 100 getuid calls each.
 const probeSrc = `
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,8 +28,17 @@ const probeSrc = `
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <pthread.h>
+#include <spawn.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+static void *worker(void *arg) {
+	for (int i = 0; i < 100; i++)
+		syscall(SYS_getuid);
+	return arg;
+}
 
 int main(int argc, char **argv) {
 	if (argc > 1 && !strcmp(argv[1], "probe")) {
@@ -58,6 +70,39 @@ int main(int argc, char **argv) {
 		printf("%ld\n", r);
 		return 0;
 	}
+	if (argc > 3 && !strcmp(argv[1], "tloop")) {
+		long n = atol(argv[2]), nr = atol(argv[3]), r = 0;
+		struct timespec a, b;
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		for (long i = 0; i < n; i++)
+			r = syscall(nr);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		printf("%ld %.1f\n", r, ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n);
+		return 0;
+	}
+	if (argc > 3 && !strcmp(argv[1], "spawn")) {
+		long n = atol(argv[2]);
+		for (long i = 0; i < n; i++) {
+			pid_t p;
+			int st;
+			if (posix_spawn(&p, argv[3], NULL, NULL, argv + 3, NULL) != 0 ||
+			    waitpid(p, &st, 0) != p || st != 0) {
+				printf("spawn failed\n");
+				return 1;
+			}
+		}
+		printf("spawned %ld\n", n);
+		return 0;
+	}
+	if (argc > 1 && !strcmp(argv[1], "threads")) {
+		pthread_t th[4];
+		for (int i = 0; i < 4; i++)
+			pthread_create(&th[i], NULL, worker, NULL);
+		for (int i = 0; i < 4; i++)
+			pthread_join(th[i], NULL);
+		printf("joined %d\n", (int)syscall(SYS_getuid));
+		return 0;
+	}
 	if (argc > 2 && !strcmp(argv[1], "exec")) {
 		execv(argv[2], argv + 2);
 		printf("exec failed: %s\n", strerror(errno));
@@ -70,6 +115,8 @@ int main(int argc, char **argv) {
 	}
 	if (argc > 3 && !strcmp(argv[1], "forkexec")) {
 		long n = atol(argv[2]);
+		struct timespec a, b;
+		clock_gettime(CLOCK_MONOTONIC, &a);
 		for (long i = 0; i < n; i++) {
 			pid_t p = fork();
 			if (p == 0) {
@@ -82,7 +129,8 @@ int main(int argc, char **argv) {
 				return 1;
 			}
 		}
-		printf("ok\n");
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		printf("ok %.1f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n);
 		return 0;
 	}
 	fprintf(stderr, "usage: probe probe|x32|loop N NR|exec PATH...|argv...|forkexec N PATH...\n");
@@ -225,5 +273,80 @@ func TestExecRedirect(t *testing.T) {
 	}
 	if len(h.seen) != 1 || h.seen[0] != "/guest/prog" {
 		t.Errorf("execs seen %q", h.seen)
+	}
+}
+
+// exitHandler lets getuid run natively and rewrites its result at the
+// syscall-exit stop; it records which tasks (tid → tgid) made it.
+type exitHandler struct {
+	PassThrough
+	tasks map[int]int
+	exits int
+	kinds map[EventKind]int
+}
+
+func (h *exitHandler) Syscall(t *Task, r *abi.Regs) Action {
+	if r.OrigRax == abi.SYS_GETUID {
+		h.tasks[t.Tid] = t.Tgid
+		return NativeExit()
+	}
+	return Native()
+}
+
+func (h *exitHandler) SyscallExit(t *Task, r *abi.Regs) {
+	h.exits++
+	r.Rax = 1234
+}
+
+func (h *exitHandler) Event(t *Task, ev Event) { h.kinds[ev.Kind]++ }
+
+// TestThreadsAndExitStops: threads are tasks of one thread group, and a
+// NativeExit syscall's result can be rewritten at its exit stop.
+func TestThreadsAndExitStops(t *testing.T) {
+	h := &exitHandler{tasks: map[int]int{}, kinds: map[EventKind]int{}}
+	ws, out := runGuest(t, Config{Path: probe(t), Handler: h, Argv: []string{"probe", "threads"}})
+	if out != "joined 1234\n" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v", out, ws)
+	}
+	if h.exits != 401 {
+		t.Errorf("%d exit stops, want 401", h.exits)
+	}
+	if len(h.tasks) != 5 {
+		t.Errorf("getuid from %d tasks, want 5: %v", len(h.tasks), h.tasks)
+	}
+	tgids := map[int]bool{}
+	for _, g := range h.tasks {
+		tgids[g] = true
+	}
+	if len(tgids) != 1 {
+		t.Errorf("tasks %v: want one thread group", h.tasks)
+	}
+	if h.kinds[EvClone] != 4 || h.kinds[EvExit] != 5 {
+		t.Errorf("events %v: want 4 clones, 5 exits", h.kinds)
+	}
+}
+
+// TestVforkSpawn: posix_spawn (clone with CLONE_VM|CLONE_VFORK) works and
+// is reported as a clone with those flags.
+func TestVforkSpawn(t *testing.T) {
+	needBusybox(t)
+	h := &cloneFlagsHandler{}
+	ws, out := runGuest(t, Config{Path: probe(t), Handler: h, Argv: []string{"probe", "spawn", "20", "/bin/busybox", "true"}})
+	if out != "spawned 20\n" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v", out, ws)
+	}
+	if h.vfork != 20 {
+		t.Errorf("%d CLONE_VFORK clones, want 20", h.vfork)
+	}
+}
+
+type cloneFlagsHandler struct {
+	PassThrough
+	vfork int
+}
+
+func (h *cloneFlagsHandler) Event(t *Task, ev Event) {
+	if ev.Kind == EvClone && ev.Flags&abi.CLONE_VFORK != 0 && ev.Flags&abi.CLONE_VM != 0 && ev.Child.Tgid == ev.Child.Tid {
+		h.vfork++
 	}
 }

@@ -382,3 +382,64 @@ func TestUnprivileged(t *testing.T) {
 		t.Fatalf("unprivileged run: %v\n%s", err, out)
 	}
 }
+
+// procState returns the state letter of /proc/<pid>/stat and the command.
+func procState(pid int) (byte, string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, ""
+	}
+	s := string(b)
+	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if i < 0 || j < 0 || j+2 >= len(s) {
+		return 0, ""
+	}
+	return s[j+2], s[i+1 : j]
+}
+
+// TestGroupStop: a guest process stopped by SIGSTOP stays stopped under the
+// tracer (PTRACE_LISTEN) until SIGCONT, then dies of SIGTERM as usual.
+func TestGroupStop(t *testing.T) {
+	needBusybox(t)
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inR.Close()
+	defer inW.Close()
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	s, err := Start(Config{Path: "/bin/busybox", Env: []string{"PATH=/bin"}, Files: []*os.File{inR, out, out},
+		Argv: []string{"sh", "-c", "sleep 30 & p=$!; kill -STOP $p; read x; kill -CONT $p; kill $p; wait $p; echo $?"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Kill()
+	sleepPid := 0
+	for deadline := time.Now().Add(5 * time.Second); sleepPid == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, p := range descendants(s.Pid)[1:] {
+			if st, _ := procState(p); st == 'T' || st == 't' {
+				sleepPid = p
+			}
+		}
+	}
+	if sleepPid == 0 {
+		t.Fatal("the guest's sleep never stopped")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st, _ := procState(sleepPid); st != 'T' && st != 't' {
+		t.Fatalf("stopped sleep is in state %c after 300ms", st)
+	}
+	inW.Write([]byte("go\n"))
+	ws, err := s.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out.Name())
+	if string(b) != "Terminated\n143\n" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v, want 143", b, ws)
+	}
+}
