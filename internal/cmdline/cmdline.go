@@ -1,0 +1,487 @@
+// Package cmdline parses a User Mode Linux kernel command line the way the
+// 6.1 C kernel (Debian's linux.uml) does: the UML options (mem=, umid=,
+// uml_dir=, ubd…, con…/ssl…, eth…/vec…, …), the generic kernel options
+// (root=, init=, ro/rw, quiet, console=, …) and the words passed on to init
+// (key=value words to its environment, bare words to its argv).
+//
+// The C kernel never refuses a command line: it logs a message and goes
+// on. Parse does the same and returns those messages as Warnings (Level
+// Error for an option the kernel rejects, with the kernel's wording), so
+// the engine can print them in its boot log or refuse to boot. Parse
+// returns an error only where the C kernel exits or crashes.
+//
+// Kernel facts this package follows (verified on Debian's 6.1.176 build):
+//
+//   - Each argv element is first matched by prefix against the UML setup
+//     table (mem=, umid=, uml_dir=, root=, console=, --help, …). umid= (the
+//     first accepted one) and xterm= are then dropped; every other word is
+//     kept and joined with spaces into the kernel command line, to which
+//     "root=98:0" is appended unless some word starts with root=, and
+//     "console=tty0" unless some word starts with console=. That text is
+//     the guest's /proc/cmdline (see Config.ProcCmdline).
+//   - The joined line is then split again (so an argv element holding
+//     spaces becomes several words; double quotes group). Words are
+//     matched against the kernel's __setup/early_param/parameter tables;
+//     unmatched words go to init: name=value to the environment (a later
+//     one with the same name replaces the earlier), dotted names are
+//     dropped, bare words to argv. init= and rdinit= discard the argv
+//     words collected before them. A bare "--" ends option parsing:
+//     everything after it, including the appended root=98:0 console=tty0,
+//     goes to init's argv.
+//   - mem= and uml_dir= and hostfs= are UML options but not generic kernel
+//     options, so they also reach init's environment (the kernel's
+//     "Unknown kernel command line parameters" line).
+package cmdline
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Sizes of the device tables in the C kernel.
+const (
+	MaxUbd      = 16 // ubd0..ubd15 (ubda..ubdp)
+	MaxCon      = 16 // con0..con15
+	MaxSsl      = 64 // ssl0..ssl63
+	MaxUmidLen  = 63 // longer umids are refused (E2BIG)
+	MaxInitArgs = 32 // CONFIG_INIT_ENV_ARG_LIMIT: argv and envp slots
+	// CommandLineSize is the kernel's COMMAND_LINE_SIZE for UML.
+	CommandLineSize = 4096
+)
+
+// Debian's build defaults (see the spec, §6.1 and §3.4).
+const (
+	DefaultDaemonCtl = "/var/run/uml-utilities/uml_switch.ctl"
+	DefaultXterm     = "x-terminal-emulator"
+	DefaultRootArg   = "root=98:0"
+	DefaultConsArg   = "console=tty0"
+)
+
+// Level classifies a Warning.
+type Level int
+
+// Warning levels, after the kernel's printk levels.
+const (
+	// Info is an informational line (e.g. "ubd: Synchronous mode").
+	Info Level = iota
+	// Warn is a warning; the option still took effect.
+	Warn
+	// Error means the option (or device) was rejected and has no effect.
+	Error
+)
+
+func (l Level) String() string {
+	switch l {
+	case Info:
+		return "info"
+	case Warn:
+		return "warning"
+	}
+	return "error"
+}
+
+// Warning is one boot-log message about the command line, worded like the
+// C kernel's where the kernel prints one.
+type Warning struct {
+	Level Level
+	// Device names the device the message concerns ("ubd0", "con2",
+	// "eth1", "vec0"), when there is one.
+	Device string
+	// Msg is the message text, one or more lines without a trailing
+	// newline.
+	Msg string
+}
+
+func (w Warning) String() string { return w.Msg }
+
+// Warnings is the list Parse returns.
+type Warnings []Warning
+
+// Err returns an error joining every Error-level message, or nil.
+func (ws Warnings) Err() error {
+	var msgs []string
+	for _, w := range ws {
+		if w.Level == Error {
+			msgs = append(msgs, w.Msg)
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("kernel command line: %s", strings.Join(msgs, "; "))
+}
+
+// IOMem is an iomem=<name>,<file> region.
+type IOMem struct {
+	Name, File string
+}
+
+// Xterm is the xterm= setting: emulator, title switch, exec switch.
+type Xterm struct {
+	Emulator, TitleSwitch, ExecSwitch string
+}
+
+// Config is a parsed kernel command line.
+type Config struct {
+	// Args is the argv the kernel got (without argv[0]).
+	Args []string
+
+	// Mem is mem= in bytes (the last mem= wins); 0 when not given.
+	Mem uint64
+	// Umid is the machine id (first accepted umid=); "" means random.
+	Umid string
+	// UMLDir is the uml_dir= base directory with a trailing '/'; "" means
+	// the default ($HOME/.uml/).
+	UMLDir string
+
+	// Root is root= ("" when not given: the kernel then uses 98:0, ubda).
+	Root string
+	// ReadOnly is true for "ro", false for "rw" (the last one wins);
+	// ReadOnlySet tells whether either was given.
+	ReadOnly, ReadOnlySet bool
+	// Init is init= (the init program path); RDInit is rdinit=.
+	Init, RDInit string
+	// RootFSType and RootFlags are rootfstype= and rootflags=.
+	RootFSType, RootFlags string
+	// Console lists the console= values in order.
+	Console []string
+	// Initrd is initrd=<file>.
+	Initrd string
+	// HostFS is the hostfs= root directory; HostFSAppend its ",append" flag.
+	HostFS       string
+	HostFSAppend bool
+	// IOMem lists iomem= regions.
+	IOMem []IOMem
+	// Xterm is the xterm= setting (Debian's default when not given).
+	Xterm Xterm
+	// MconsoleNotify is the socket of mconsole=notify:<socket>.
+	MconsoleNotify string
+
+	// Quiet is the generic kernel's "quiet".
+	Quiet bool
+	// NoReboot is UML's noreboot (exit instead of rebooting).
+	NoReboot bool
+	// Debug is set by "debug" (a no-op in the C kernel besides a message).
+	Debug bool
+	// NoSysemu is UML's nosysemu.
+	NoSysemu bool
+	// SSLNonRaw is ssl-non-raw.
+	SSLNonRaw bool
+
+	// Help, Version and ShowConfig: the kernel prints and exits 0 as soon
+	// as it meets one of them (by prefix); Parse stops there too.
+	Help, Version, ShowConfig bool
+
+	// UbdSync is ubd=sync (applies to ubd options after it).
+	UbdSync bool
+	// Ubd holds the configured block devices by unit (nil: none).
+	Ubd [MaxUbd]*Ubd
+	// Con and Ssl are the consoles and serial lines with their effective
+	// channels (defaults applied).
+	Con [MaxCon]Line
+	Ssl [MaxSsl]Line
+	// ConAll and SslAll are the con= and ssl= values (nil when not given).
+	ConAll, SslAll *string
+	// Eth and Vec are the network devices in command-line order, one per
+	// unit (a duplicate unit is reported and dropped).
+	Eth []*Eth
+	Vec []*Vec
+
+	// InitArgs is init's argv after argv[0], following the kernel's rules
+	// exactly (see the package comment).
+	InitArgs []string
+	// InitEnv is init's environment: HOME=/ and TERM=linux, then the
+	// unknown name=value words.
+	InitEnv []string
+	// Unknown is what the kernel lists in "Unknown kernel command line
+	// parameters" (argv words, then environment words, before "--").
+	Unknown []string
+	// AfterDashes holds the argv elements after the first element that is
+	// exactly "--", intact (not re-split at spaces and without the
+	// appended root=/console= words). The kernel itself does not keep
+	// them apart; an engine that wants `linux … -- -c 'a b'` to reach init
+	// as two arguments can use this instead of the tail of InitArgs.
+	AfterDashes []string
+	// Dotted lists the module-style parameters (name.param=value), which
+	// the kernel consumes (or drops when unknown).
+	Dotted []string
+
+	cmdline  []string // kept words (the kernel's command_line)
+	haveRoot bool
+	haveCons bool
+}
+
+// ProcCmdline returns the text of the guest's /proc/cmdline (without the
+// trailing newline): the argv words minus the ones the kernel drops
+// (umid=, xterm=), plus root=98:0 and console=tty0 unless given.
+func (c *Config) ProcCmdline() string {
+	words := append([]string(nil), c.cmdline...)
+	if !c.haveRoot {
+		words = append(words, DefaultRootArg)
+	}
+	if !c.haveCons {
+		words = append(words, DefaultConsArg)
+	}
+	return strings.Join(words, " ")
+}
+
+// UnknownLine returns the kernel's boot-log line about unknown parameters,
+// or "" when there are none.
+func (c *Config) UnknownLine() string {
+	if len(c.Unknown) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("Unknown kernel command line parameters \"%s\", will be passed to user space.", strings.Join(c.Unknown, " "))
+}
+
+// RootDevice returns the root device the kernel will use: root= or, when
+// root= was not given before "--", the appended default "98:0".
+func (c *Config) RootDevice() string {
+	if c.Root != "" {
+		return c.Root
+	}
+	return "98:0"
+}
+
+// Device returns the configuration string of a device by name ("ubd0",
+// "ubdb", "con1", "ssl3", "eth0", "vec2"), as an mconsole `config <dev>`
+// query reports it, and whether the device name is valid.
+func (c *Config) Device(name string) (string, bool) {
+	switch {
+	case strings.HasPrefix(name, "ubd"):
+		rest := name[3:]
+		n, ok := parseUnitName(rest)
+		if !ok || n >= MaxUbd {
+			return "", false
+		}
+		if u := c.Ubd[n]; u != nil {
+			return u.ConfigString(), true
+		}
+		return "", true
+	case strings.HasPrefix(name, "con"), strings.HasPrefix(name, "ssl"):
+		v, ok := fullUint(name[3:], 10)
+		if !ok {
+			return "", false
+		}
+		if name[0] == 'c' && v < MaxCon {
+			return c.Con[v].ConfigString(), true
+		}
+		if name[0] == 's' && v < MaxSsl {
+			return c.Ssl[v].ConfigString(), true
+		}
+		return "", false
+	case strings.HasPrefix(name, "eth"):
+		v, ok := fullUint(name[3:], 10)
+		if !ok {
+			return "", false
+		}
+		for _, e := range c.Eth {
+			if uint64(e.Unit) == v {
+				return e.Spec, true
+			}
+		}
+		return "", true
+	case strings.HasPrefix(name, "vec"):
+		v, ok := fullUint(name[3:], 10)
+		if !ok {
+			return "", false
+		}
+		for _, e := range c.Vec {
+			if uint64(e.Unit) == v {
+				return e.Spec, true
+			}
+		}
+		return "", true
+	}
+	return "", false
+}
+
+func parseUnitName(s string) (int, bool) {
+	if len(s) == 1 && s[0] >= 'a' && s[0] <= 'z' {
+		return int(s[0] - 'a'), true
+	}
+	v, ok := fullUint(s, 10)
+	if !ok || v > 1<<20 {
+		return 0, false
+	}
+	return int(v), true
+}
+
+// parser carries the state of one Parse call.
+type parser struct {
+	c        *Config
+	ws       Warnings
+	umidSet  bool
+	argv     []string // init argv after argv[0]
+	env      []string // init env, starting with HOME=/ TERM=linux
+	conConf  [MaxCon]*string
+	sslConf  [MaxSsl]*string
+	ethSeen  map[int]bool
+	vecSeen  map[int]bool
+	ethQueue []ethPending
+	vecQueue []vecPending
+}
+
+func (p *parser) warn(l Level, dev, format string, a ...any) {
+	p.ws = append(p.ws, Warning{Level: l, Device: dev, Msg: fmt.Sprintf(format, a...)})
+}
+
+// Parse parses the kernel command line args (argv without argv[0]).
+func Parse(args []string) (*Config, Warnings, error) {
+	c := &Config{Args: append([]string(nil), args...), Xterm: Xterm{DefaultXterm, "-T", "-e"}}
+	p := &parser{c: c, ethSeen: map[int]bool{}, vecSeen: map[int]bool{}, env: []string{"HOME=/", "TERM=linux"}}
+
+	// Phase 1: the UML setup table, on each argv element by prefix.
+	length := 0
+	for i, a := range args {
+		if i == 0 && strings.HasPrefix(a, " ") {
+			continue
+		}
+		add, exit := p.umlSetup(a)
+		if exit {
+			return c, p.ws, nil
+		}
+		if !add {
+			continue
+		}
+		if length > 0 {
+			length++
+		}
+		length += len(a)
+		if length+1 > CommandLineSize {
+			return c, p.ws, fmt.Errorf("add_arg: Too many command line arguments!")
+		}
+		c.cmdline = append(c.cmdline, a)
+	}
+	for i, a := range args {
+		if a == "--" {
+			c.AfterDashes = append([]string{}, args[i+1:]...)
+			break
+		}
+	}
+
+	// Phase 2: the generic kernel's parse_args on the joined line.
+	line := c.ProcCmdline()
+	if err := p.parseArgs(line); err != nil {
+		return c, p.ws, err
+	}
+
+	// Phase 3: device set-up in initcall order (what the kernel logs
+	// later during boot).
+	p.setupUbdDefaults()
+	p.setupLines()
+	p.setupEth()
+	p.setupVec()
+
+	c.InitArgs = p.argv
+	c.InitEnv = p.env
+	return c, p.ws, nil
+}
+
+// umlSetup applies the UML setup table to one argv element. It reports
+// whether the word stays on the kernel command line and whether the kernel
+// would exit here (--help, --version, --showconfig).
+func (p *parser) umlSetup(a string) (add, exit bool) {
+	c := p.c
+	add = true
+	switch {
+	case strings.HasPrefix(a, "--showconfig"):
+		c.ShowConfig = true
+		return add, true
+	case strings.HasPrefix(a, "--help"):
+		c.Help = true
+		return add, true
+	case strings.HasPrefix(a, "--version"):
+		c.Version = true
+		return add, true
+	}
+	if v, ok := strings.CutPrefix(a, "iomem="); ok {
+		name, file, found := strings.Cut(v, ",")
+		if !found || name == "" || file == "" {
+			p.warn(Error, "", "parse_iomem : failed to parse iomem setup string '%s'", v)
+		} else {
+			c.IOMem = append(c.IOMem, IOMem{name, file})
+		}
+	}
+	if v, ok := strings.CutPrefix(a, "mem="); ok {
+		n, _ := Memparse(v)
+		if n == 0 {
+			p.warn(Error, "", "mem=%s: not a memory size (keeping the default)", v)
+		} else {
+			c.Mem = n
+		}
+	}
+	if v, ok := strings.CutPrefix(a, "console="); ok {
+		_ = v
+		c.haveCons = true
+	}
+	if strings.HasPrefix(a, "debug") {
+		c.Debug = true
+		p.warn(Info, "", "'debug' is not necessary to gdb UML in skas mode - run\n'gdb linux'")
+	}
+	if strings.HasPrefix(a, "root=") {
+		c.haveRoot = true
+	}
+	if v, ok := strings.CutPrefix(a, "umid="); ok {
+		if p.umidSet {
+			p.warn(Warn, "", "umid already set")
+		} else {
+			add = false
+			if len(v) > MaxUmidLen {
+				p.warn(Error, "", "umid=%s: longer than %d characters (a random umid is used)", v, MaxUmidLen)
+			} else {
+				c.Umid = v
+				p.umidSet = true
+			}
+		}
+	}
+	if v, ok := strings.CutPrefix(a, "initrd="); ok {
+		c.Initrd = v
+	}
+	if v, ok := strings.CutPrefix(a, "xterm="); ok {
+		add = false
+		x := Xterm{}
+		if rest, more := splitIfSpec(v, &x.Emulator, &x.TitleSwitch, &x.ExecSwitch); more && rest != "" || x.Emulator == "" && v != "" {
+			p.warn(Warn, "", "xterm_setup : ignoring extra data '%s'", rest)
+		}
+		if x.Emulator != "" {
+			c.Xterm.Emulator = x.Emulator
+		}
+		if x.TitleSwitch != "" {
+			c.Xterm.TitleSwitch = x.TitleSwitch
+		}
+		if x.ExecSwitch != "" {
+			c.Xterm.ExecSwitch = x.ExecSwitch
+		}
+	}
+	if strings.HasPrefix(a, "nosysemu") {
+		c.NoSysemu = true
+	}
+	if v, ok := strings.CutPrefix(a, "uml_dir="); ok {
+		if v == "" {
+			p.warn(Error, "", "uml_dir can't be an empty string")
+		} else {
+			if !strings.HasSuffix(v, "/") {
+				v += "/"
+			}
+			c.UMLDir = v
+		}
+	}
+	if strings.HasPrefix(a, "noreboot") {
+		c.NoReboot = true
+	}
+	if v, ok := strings.CutPrefix(a, "hostfs="); ok {
+		dir, flags, _ := strings.Cut(v, ",")
+		c.HostFS = dir
+		for _, f := range strings.Split(flags, ",") {
+			switch f {
+			case "":
+			case "append":
+				c.HostFSAppend = true
+			default:
+				p.warn(Warn, "", "hostfs_args - unsupported option - %s", f)
+			}
+		}
+	}
+	return add, false
+}
