@@ -88,11 +88,24 @@ func benchFixture(t *testing.T) (back, cowFile string) {
 
 func timeCmd(t *testing.T, name string, args ...string) time.Duration {
 	t.Helper()
+	exec.Command("sync").Run() // start with no dirty pages of the other run
 	start := time.Now()
 	if b, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v: %s", name, args, err, b)
 	}
 	return time.Since(start)
+}
+
+// bestOf runs prepare then times cmd, rounds times, and returns the
+// fastest run: the machine is shared, so the minimum is the stable figure.
+func bestOf(t *testing.T, rounds int, prepare func(), name string, args ...string) time.Duration {
+	t.Helper()
+	best := time.Duration(1<<63 - 1)
+	for i := 0; i < rounds; i++ {
+		prepare()
+		best = min(best, timeCmd(t, name, args...))
+	}
+	return best
 }
 
 // TestBenchMerge is acceptance 5: both uml_moos merge the same 1 GiB
@@ -108,8 +121,19 @@ func TestBenchMerge(t *testing.T) {
 	exec.Command("cat", back, cowFile).Run()
 
 	outC, outGo := filepath.Join(dir, "c.img"), filepath.Join(dir, "go.img")
-	dc := timeCmd(t, "/usr/bin/uml_moo", cowFile, outC)
-	dg := timeCmd(t, goMoo, "-q", cowFile, outGo)
+	var dc, dg time.Duration
+	for i := 0; i < 3; i++ { // alternate, keep the best of three each
+		os.Remove(outC)
+		c := timeCmd(t, "/usr/bin/uml_moo", cowFile, outC)
+		os.Remove(outGo)
+		g := timeCmd(t, goMoo, "-q", cowFile, outGo)
+		if i == 0 || c < dc {
+			dc = c
+		}
+		if i == 0 || g < dg {
+			dg = g
+		}
+	}
 	sameFile(t, outC, outGo)
 	bc, bg := blocks(t, outC), blocks(t, outGo)
 	if bg > bc {
@@ -118,17 +142,15 @@ func TestBenchMerge(t *testing.T) {
 	if bg*512 > 600<<20 {
 		t.Errorf("our output is not sparse: %d MiB allocated", bg*512>>20)
 	}
-	t.Logf("BENCH: uml_moo new image, 1 GiB backing + 50 MiB COW: ours %.2fs, C %.2fs, ratio %.1fx (allocated: ours %d MiB, C %d MiB)",
+	t.Logf("BENCH: uml_moo new image, 1 GiB backing + 50 MiB COW (best of 3): ours %.2fs, C %.2fs, ratio %.1fx (allocated: ours %d MiB, C %d MiB)",
 		dg.Seconds(), dc.Seconds(), dc.Seconds()/dg.Seconds(), bg*512>>20, bc*512>>20)
 	os.Remove(outC)
 
 	bkC, bkGo := filepath.Join(dir, "bc.img"), filepath.Join(dir, "bg.img")
-	testutil.CopySparse(t, back, bkC)
-	testutil.CopySparse(t, back, bkGo)
-	dc = timeCmd(t, "/usr/bin/uml_moo", "-d", "-b", bkC, cowFile)
-	dg = timeCmd(t, goMoo, "-q", "-d", "-b", bkGo, cowFile)
+	dc = bestOf(t, 2, func() { os.Remove(bkC); testutil.CopySparse(t, back, bkC) }, "/usr/bin/uml_moo", "-d", "-b", bkC, cowFile)
+	dg = bestOf(t, 2, func() { os.Remove(bkGo); testutil.CopySparse(t, back, bkGo) }, goMoo, "-q", "-d", "-b", bkGo, cowFile)
 	sameFile(t, bkC, bkGo)
 	sameFile(t, bkGo, outGo)
-	t.Logf("BENCH: uml_moo -d, 1 GiB backing + 50 MiB COW: ours %.2fs (with fsync), C %.2fs, ratio %.1fx",
+	t.Logf("BENCH: uml_moo -d, 1 GiB backing + 50 MiB COW (best of 2): ours %.2fs (with fsync), C %.2fs, ratio %.1fx",
 		dg.Seconds(), dc.Seconds(), dc.Seconds()/dg.Seconds())
 }
