@@ -111,6 +111,13 @@ func (f *FS) openDir(ino uint32) (*dirHandle, error) {
 		}
 	} else {
 		d.runs, err = f.blockMap(in)
+		var total uint64
+		for _, r := range d.runs {
+			total += r.n
+		}
+		if err == nil && total > f.sb.BlocksCount {
+			err = corrupt(in.block, "directory %d maps %d blocks", ino, total)
+		}
 	}
 	return d, err
 }
@@ -146,37 +153,53 @@ func (f *FS) ReadDir(dir uint32, cookie uint64, fn func(DirEntry) bool) error {
 	bs := uint64(f.bs)
 	nblk := (d.in.Size + bs - 1) / bs
 	stop := false
-	for lblk := cookie / bs; lblk < nblk && !stop; lblk++ {
-		b, p, err := f.dirBlock(d, lblk)
-		if err != nil {
-			return err
+	// Visit mapped blocks only: holes hold no entries, and a corrupt size
+	// must not make us step through billions of them.
+	for ri := 0; ri < len(d.runs) && !stop; ri++ {
+		r := d.runs[ri]
+		lo, hi := r.lblk, r.lblk+r.n
+		if c := cookie / bs; lo < c {
+			lo = c
 		}
-		if b == nil || f.isDxNode(d.in, lblk, b) && lblk != 0 {
-			continue
+		if hi > nblk {
+			hi = nblk
 		}
-		if lblk != 0 || d.in.Flags&flagIndex == 0 {
-			if err := f.checkLeaf(d.in, b, p); err != nil {
+		for lblk := lo; lblk < hi && !stop; lblk++ {
+			if err := f.readDirBlock(d, lblk, cookie, fn, &stop); err != nil {
 				return err
 			}
 		}
-		base := lblk * bs
-		err = f.dirIter(b, p, dir, func(off int, e DirEntry) bool {
-			pos := base + uint64(off)
-			if pos < cookie {
-				return true
-			}
-			e.Next = pos + uint64(recLen(le16(b, off+4), f.bs))
-			if !fn(e) {
-				stop = true
-				return false
-			}
-			return true
-		})
-		if err != nil {
+	}
+	return nil
+}
+
+func (f *FS) readDirBlock(d *dirHandle, lblk, cookie uint64, fn func(DirEntry) bool, stop *bool) error {
+	bs := uint64(f.bs)
+	b, p, err := f.dirBlock(d, lblk)
+	if err != nil {
+		return err
+	}
+	if b == nil || f.isDxNode(d.in, lblk, b) && lblk != 0 {
+		return nil
+	}
+	if lblk != 0 || d.in.Flags&flagIndex == 0 {
+		if err := f.checkLeaf(d.in, b, p); err != nil {
 			return err
 		}
 	}
-	return nil
+	base := lblk * bs
+	return f.dirIter(b, p, d.in.Ino, func(off int, e DirEntry) bool {
+		pos := base + uint64(off)
+		if pos < cookie {
+			return true
+		}
+		e.Next = pos + uint64(recLen(le16(b, off+4), f.bs))
+		if !fn(e) {
+			*stop = true
+			return false
+		}
+		return true
+	})
 }
 
 // readInlineDir serves an inline directory: cookie 0 is ".", 1 is "..",
