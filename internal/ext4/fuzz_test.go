@@ -23,13 +23,13 @@ import (
 // with a depth-1 extent tree, symlinks and xattrs; plus where each
 // structure lives.
 type fuzzBase struct {
-	img                         []byte
-	bs                          int
-	gdt, itab                   int // byte offsets: first GDT block, inode table block of "frag"
-	fragInode                   int // byte offset of the "frag" inode
-	fragExtentBlk               int // byte offset of frag's extent block
+	img                          []byte
+	bs                           int
+	gdt, itab                    int // byte offsets: first GDT block, inode table block of "frag"
+	fragInode                    int // byte offset of the "frag" inode
+	fragExtentBlk                int // byte offset of frag's extent block
 	linearDir, htreeRoot, dxLeaf int
-	inodeSize                   int
+	inodeSize                    int
 }
 
 var (
