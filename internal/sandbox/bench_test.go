@@ -49,7 +49,8 @@ func TestBenchEmulatedTrap(t *testing.T) {
 	nr := strconv.Itoa(abi.SYS_GETPPID)
 	emu, nat := timedRun(t, Config{Policy: pol, Handler: &testHandler{emulate: map[int]int64{abi.SYS_GETPPID: 7}}}, "tloop", n, nr)
 	pass, _ := timedRun(t, Config{Policy: pol}, "tloop", n, nr)
-	t.Logf("BENCH: 100k getppid traps: emulated %.1f µs/trap, traced+native %.1f µs/trap; native %.0f ns; ratio %.0fx", emu/1000, pass/1000, nat, emu/nat)
+	pinned, _ := timedRun(t, Config{Policy: pol, Pin: true, Handler: &testHandler{emulate: map[int]int64{abi.SYS_GETPPID: 7}}}, "tloop", n, nr)
+	t.Logf("BENCH: 100k getppid traps: emulated %.1f µs/trap (pinned to one CPU %.1f), traced+native %.1f µs/trap; native %.0f ns; ratio %.0fx", emu/1000, pinned/1000, pass/1000, nat, emu/nat)
 }
 
 // TestBenchNativeGetppid: 1M getppid allowed by the filter against no
@@ -66,5 +67,6 @@ func TestBenchForkExec(t *testing.T) {
 	testutil.NeedBench(t)
 	needBusybox(t)
 	sb, nat := timedRun(t, Config{}, "forkexec", "2000", "/bin/busybox", "true")
-	t.Logf("BENCH: 2000 fork+exec+wait of busybox true: sandbox %.2f ms each, native %.2f ms each, ratio %.2fx", sb/1e6, nat/1e6, sb/nat)
+	pinned, _ := timedRun(t, Config{Pin: true}, "forkexec", "2000", "/bin/busybox", "true")
+	t.Logf("BENCH: 2000 fork+exec+wait of busybox true: sandbox %.2f ms each (pinned %.2f), native %.2f ms each, ratio %.2fx", sb/1e6, pinned/1e6, nat/1e6, sb/nat)
 }

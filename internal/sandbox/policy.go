@@ -85,7 +85,7 @@ var nativeSyscalls = []string{
 	"sched_yield", "sched_getaffinity", "sched_setaffinity", "getcpu",
 	"getrandom", "sched_getparam", "sched_getscheduler",
 	"sched_get_priority_max", "sched_get_priority_min",
-	"sched_rr_get_interval", "sched_getattr", "getpriority", "setpriority",
+	"sched_rr_get_interval", "sched_getattr",
 	// signals
 	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigpending",
 	"rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
@@ -150,6 +150,8 @@ var tracedSyscalls = []string{
 	"setrlimit", "prctl", "seccomp", "personality", "vhangup",
 	"sched_setscheduler", "sched_setparam", "sched_setattr", "ioprio_get",
 	"ioprio_set",
+	// PRIO_USER reaches every host process of the mapped uid.
+	"getpriority", "setpriority",
 }
 
 // refusedSyscalls are never reachable by a guest, with the errno it sees.

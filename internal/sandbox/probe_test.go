@@ -20,7 +20,8 @@ import (
 // PATH ARGS…" execs; "argv" prints its arguments; "forkexec N PATH ARGS…"
 // runs PATH N times with fork+exec+wait and prints "ok" and ns per run;
 // "spawn N PATH…" does it with posix_spawn (clone(CLONE_VM|CLONE_VFORK));
-// "threads" runs 4 threads making 100 getuid calls each.
+// "threads" runs 4 threads making 100 getuid calls each; "clones" tries
+// namespace and CLONE_UNTRACED clones and a seccomp listener.
 const probeSrc = `
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,6 +31,9 @@ const probeSrc = `
 #include <sys/syscall.h>
 #include <pthread.h>
 #include <spawn.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +60,34 @@ int main(int argc, char **argv) {
 			long r = syscall(t[i].nr, 0, 0, 0, 0, 0, 0);
 			printf("%s %ld %d\n", t[i].name, r, r < 0 ? errno : 0);
 		}
+		return 0;
+	}
+	if (argc > 1 && !strcmp(argv[1], "clones")) {
+		errno = 0;
+		long r = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+		if (r == 0)
+			_exit(0);
+		printf("newuser %ld %d\n", r, r < 0 ? errno : 0);
+		errno = 0;
+		r = syscall(SYS_clone, CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0);
+		if (r == 0)
+			_exit(0);
+		printf("newnet %ld %d\n", r, r < 0 ? errno : 0);
+		r = syscall(SYS_clone, CLONE_UNTRACED | SIGCHLD, 0, 0, 0, 0);
+		if (r == 0)
+			_exit(syscall(SYS_getuid) == 4242 ? 0 : 1);
+		int st;
+		waitpid(r, &st, 0);
+		printf("untraced_child_exit 0 %d\n", WEXITSTATUS(st));
+		unsigned long prog[2] = {0x7fff000000000006UL, 0}; /* ret ALLOW */
+		struct { unsigned short len; void *f; } fprog = {1, prog};
+		prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+		errno = 0;
+		r = syscall(SYS_seccomp, 1, 8, &fprog);
+		printf("seccomp_listener %ld %d\n", r, r < 0 ? errno : 0);
+		errno = 0;
+		r = syscall(SYS_seccomp, 1, 0, &fprog);
+		printf("seccomp_plain %ld %d\n", r, r < 0 ? errno : 0);
 		return 0;
 	}
 	if (argc > 1 && !strcmp(argv[1], "x32")) {
@@ -348,5 +380,47 @@ type cloneFlagsHandler struct {
 func (h *cloneFlagsHandler) Event(t *Task, ev Event) {
 	if ev.Kind == EvClone && ev.Flags&abi.CLONE_VFORK != 0 && ev.Flags&abi.CLONE_VM != 0 && ev.Child.Tgid == ev.Child.Tid {
 		h.vfork++
+	}
+}
+
+// TestSandboxInvariants: whatever the handler, clone cannot create
+// namespaces, CLONE_UNTRACED children stay traced, and a guest cannot
+// install a seccomp listener (a plain guest filter is fine).
+func TestSandboxInvariants(t *testing.T) {
+	h := &testHandler{emulate: map[int]int64{abi.SYS_GETUID: 4242}}
+	ws, out := runGuest(t, Config{Path: probe(t), Handler: h, Argv: []string{"probe", "clones"}})
+	if ws.ExitStatus() != 0 {
+		t.Fatalf("status %v output %q", ws, out)
+	}
+	got := parseProbe(t, out)
+	for name, want := range map[string][2]int{
+		"newuser":             {-1, abi.EPERM},
+		"newnet":              {-1, abi.EPERM},
+		"untraced_child_exit": {0, 0}, // its getuid was emulated: traced
+		"seccomp_listener":    {-1, abi.EINVAL},
+		"seccomp_plain":       {0, 0},
+	} {
+		if got[name] != want {
+			t.Errorf("%s: got %v, want %v", name, got[name], want)
+		}
+	}
+}
+
+// killHandler kills any process that calls getuid.
+type killHandler struct{ PassThrough }
+
+func (killHandler) Syscall(t *Task, r *abi.Regs) Action {
+	if r.OrigRax == abi.SYS_GETUID {
+		return KillProcess()
+	}
+	return Native()
+}
+
+// TestKillAction: KillProcess ends the calling process with SIGKILL
+// before its syscall runs.
+func TestKillAction(t *testing.T) {
+	ws, out := runGuest(t, Config{Path: probe(t), Handler: killHandler{}, Argv: []string{"probe", "threads"}})
+	if !ws.Signaled() || ws.Signal() != unix.SIGKILL || out != "" {
+		t.Errorf("status %v output %q, want SIGKILL and no output", ws, out)
 	}
 }

@@ -174,6 +174,12 @@ type Config struct {
 	// syscall.SysProcAttr); Ctty is a guest fd.
 	Setsid, Setctty bool
 	Ctty            int
+	// Pin puts the tracer thread and the guest (which inherits it) on
+	// host CPU number CPU: a trap then needs no cross-CPU wake-up, which
+	// is much cheaper on hosts with slow wake-ups, but it serialises
+	// multi-process guests. Off by default.
+	Pin bool
+	CPU int
 }
 
 // Sandbox is a running guest.

@@ -17,6 +17,15 @@ import (
 func (s *Sandbox) tracer() {
 	runtime.LockOSThread()
 	defer close(s.done)
+	if s.cfg.Pin {
+		var set unix.CPUSet
+		set.Set(s.cfg.CPU)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			s.err = fmt.Errorf("sandbox: pinning to CPU %d: %w", s.cfg.CPU, err)
+			s.started <- s.err
+			return
+		}
+	}
 	statR, err := s.spawn()
 	s.started <- err
 	if err != nil {
@@ -153,7 +162,10 @@ func (s *Sandbox) syscall(t *Task) {
 		return
 	}
 	save := regs
-	act := s.handler.Syscall(t, &regs)
+	act, ok := enforce(&regs)
+	if !ok {
+		act = s.handler.Syscall(t, &regs)
+	}
 	switch act.kind {
 	case actEmulate:
 		regs.OrigRax = ^uint64(0) // skip the syscall
@@ -226,4 +238,25 @@ func isStopSignal(sig int) bool {
 		return true
 	}
 	return false
+}
+
+// enforce applies the sandbox's own invariants to a trapped syscall before
+// the handler sees it, whatever the handler does: no new namespaces by
+// clone, no CLONE_UNTRACED (a child that escapes the tracer), and no guest
+// seccomp listener (a guest USER_NOTIF filter outranks our TRACE, and its
+// supervisor could let a host path syscall through). It reports whether it
+// decided; it may also rewrite regs and leave the decision to the handler.
+func enforce(regs *abi.Regs) (Action, bool) {
+	switch regs.OrigRax {
+	case abi.SYS_CLONE:
+		if regs.Rdi&(nsCloneFlags&^abi.CLONE_UNTRACED) != 0 {
+			return Fail(abi.EPERM), true
+		}
+		regs.Rdi &^= abi.CLONE_UNTRACED
+	case abi.SYS_SECCOMP:
+		if regs.Rdi == abi.SECCOMP_SET_MODE_FILTER && regs.Rsi&abi.SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 {
+			return Fail(abi.EINVAL), true
+		}
+	}
+	return Action{}, false
 }
