@@ -303,8 +303,10 @@ func modeExtra(m os.FileMode) uint32 {
 // them for real instead.
 func (t *Tree) setMeta(r string, uid, gid int, mode uint32, dir bool) {
 	if t.Privileged {
+		// chown clears setuid and setgid: restore the mode after it.
 		p := filepath.Join(t.Root, r)
 		os.Lchown(p, uid, gid)
+		os.Chmod(p, os.FileMode(mode&0o777)|unextra(mode))
 		return
 	}
 	staged := uint32(t.stagePerm(os.FileMode(mode&0o777)|unextra(mode), dir).Perm()) | mode&0o7000
