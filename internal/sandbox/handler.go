@@ -66,7 +66,9 @@ const (
 	// vfork). Delivered before the child runs.
 	EvClone EventKind = iota + 1
 	// EvExec: t completed an execve. OldTid is its tid before the exec,
-	// different from t.Tid when a non-leader thread exec'd.
+	// different from t.Tid when a non-leader thread exec'd (the other
+	// threads are gone; their EvExit events follow or preceded it). The
+	// first event of a sandbox is the EvExec of its init (Init set).
 	EvExec
 	// EvSignal: signal Sig is about to be delivered to t.
 	EvSignal
@@ -80,6 +82,7 @@ type Event struct {
 	Child  *Task  // EvClone
 	Flags  uint64 // EvClone
 	OldTid int    // EvExec
+	Init   bool   // EvExec: the stub's exec of the guest init
 	Sig    int    // EvSignal
 	Status int    // EvExit: the raw wait status
 }

@@ -21,7 +21,8 @@ import (
 // runs PATH N times with fork+exec+wait and prints "ok" and ns per run;
 // "spawn N PATH…" does it with posix_spawn (clone(CLONE_VM|CLONE_VFORK));
 // "threads" runs 4 threads making 100 getuid calls each; "clones" tries
-// namespace and CLONE_UNTRACED clones and a seccomp listener.
+// namespace and CLONE_UNTRACED clones and a seccomp listener;
+// "threadexec PATH…" execs from a second thread.
 const probeSrc = `
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,6 +43,12 @@ static void *worker(void *arg) {
 	for (int i = 0; i < 100; i++)
 		syscall(SYS_getuid);
 	return arg;
+}
+
+static void *execer(void *arg) {
+	char **av = arg;
+	execv(av[0], av);
+	return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -125,6 +132,12 @@ int main(int argc, char **argv) {
 		}
 		printf("spawned %ld\n", n);
 		return 0;
+	}
+	if (argc > 2 && !strcmp(argv[1], "threadexec")) {
+		pthread_t th;
+		pthread_create(&th, NULL, execer, argv + 2);
+		pthread_join(th, NULL);
+		return 3;
 	}
 	if (argc > 1 && !strcmp(argv[1], "threads")) {
 		pthread_t th[4];
@@ -422,5 +435,36 @@ func TestKillAction(t *testing.T) {
 	ws, out := runGuest(t, Config{Path: probe(t), Handler: killHandler{}, Argv: []string{"probe", "threads"}})
 	if !ws.Signaled() || ws.Signal() != unix.SIGKILL || out != "" {
 		t.Errorf("status %v output %q, want SIGKILL and no output", ws, out)
+	}
+}
+
+// execHandler records exec events.
+type execHandler struct {
+	PassThrough
+	execs []Event
+	tids  []int
+}
+
+func (h *execHandler) Event(t *Task, ev Event) {
+	if ev.Kind == EvExec {
+		h.execs = append(h.execs, ev)
+		h.tids = append(h.tids, t.Tid)
+	}
+}
+
+// TestExecFromThread: an exec from a non-leader thread is reported with
+// the thread's old tid and the leader's tid, and the new program runs.
+func TestExecFromThread(t *testing.T) {
+	needBusybox(t)
+	h := &execHandler{}
+	ws, out := runGuest(t, Config{Path: probe(t), Handler: h, Argv: []string{"probe", "threadexec", "/bin/busybox", "echo", "replaced"}})
+	if out != "replaced\n" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v", out, ws)
+	}
+	if len(h.execs) != 2 || !h.execs[0].Init || h.execs[1].Init {
+		t.Fatalf("exec events %+v, want init's then the thread's", h.execs)
+	}
+	if h.execs[1].OldTid == h.tids[1] || h.tids[1] != h.tids[0] {
+		t.Errorf("thread exec: old tid %d, tid %d (init %d): want a different old tid and the leader's tid", h.execs[1].OldTid, h.tids[1], h.tids[0])
 	}
 }

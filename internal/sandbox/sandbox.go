@@ -6,8 +6,9 @@
 // the native set never leaves the host kernel, the refused set fails in the
 // filter, and unknown numbers get ENOSYS.
 //
-// A program that uses the sandbox must call MaybeStub first thing in main:
-// the sandbox re-executes the running binary as its stub.
+// The stub is the running binary re-executed with a marker in its
+// environment; the package's init turns such a process into the stub
+// before main runs, so any program importing the package can start guests.
 package sandbox
 
 import (
@@ -34,16 +35,20 @@ import (
 const stubEnv = "UMLTOOLS_SANDBOX_STUB"
 
 func init() {
-	// Keep the stub's main goroutine on the main thread, the one the
-	// engine attaches to: its exec must come from a traced thread.
+	// The stub runs from the package's init, before any of the engine's
+	// own code: importing the package is enough, and no main can forget it.
+	// Its goroutine stays on the main thread, the one the engine attaches
+	// to: the exec must come from a traced thread.
 	if os.Getenv(stubEnv) != "" {
 		runtime.LockOSThread()
+		MaybeStub()
 	}
 }
 
 // MaybeStub turns the process into the sandbox stub when it was started as
-// one, and never returns then; otherwise it returns at once. Call it first
-// thing in main (and in TestMain of tests that start sandboxes).
+// one, and never returns then; otherwise it returns at once. The package's
+// init already calls it, so a main only needs to import the package; it is
+// exported for mains that want the hand-over visible.
 func MaybeStub() {
 	spec := os.Getenv(stubEnv)
 	if spec == "" {

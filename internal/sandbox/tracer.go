@@ -121,7 +121,7 @@ func (s *Sandbox) stopped(tid int, status uint32) (stubExec bool) {
 		t.started, t.announced = true, true
 		stubExec = t.stub
 		t.stub = false
-		s.handler.Event(t, Event{Kind: EvExec, OldTid: int(old)})
+		s.handler.Event(t, Event{Kind: EvExec, OldTid: int(old), Init: stubExec})
 		resume(tid, 0)
 	case sig == int(unix.SIGTRAP)|0x80:
 		// Syscall-exit stop after NativeExit.
