@@ -3,9 +3,8 @@ package cow
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"syscall"
+
+	"github.com/umltools/umltools/internal/errtext"
 )
 
 // Sentinels matched by *MismatchError (errors.Is).
@@ -73,27 +72,5 @@ func Perror(err error) string {
 	return err.Error()
 }
 
-// Strerror renders err's errno the way glibc's strerror does ("No such file
-// or directory"); an unexpected end of file, which the C tools report as
-// "Success", reads "Unexpected end of file".
-func Strerror(err error) string {
-	var en syscall.Errno
-	if errors.As(err, &en) {
-		return capitalize(en.Error())
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return "Unexpected end of file"
-	}
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return capitalize(pe.Err.Error())
-	}
-	return err.Error()
-}
-
-func capitalize(s string) string {
-	if s != "" && s[0] >= 'a' && s[0] <= 'z' {
-		return string(s[0]-'a'+'A') + s[1:]
-	}
-	return s
-}
+// Strerror renders err as glibc's strerror does; see errtext.Strerror.
+func Strerror(err error) string { return errtext.Strerror(err) }

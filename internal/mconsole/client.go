@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/umltools/umltools/internal/errtext"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -190,12 +192,5 @@ func unwrapOp(err error) error {
 	return err
 }
 
-// errText renders an errno the way strerror does ("No such file or
-// directory"), with Go's lower-case first letter raised.
-func errText(err error) string {
-	s := unwrapOp(err).Error()
-	if s != "" {
-		s = strings.ToUpper(s[:1]) + s[1:]
-	}
-	return s
-}
+// errText renders err as glibc's strerror does.
+func errText(err error) string { return errtext.Strerror(unwrapOp(err)) }

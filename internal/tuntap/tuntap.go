@@ -4,11 +4,12 @@
 package tuntap
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"unsafe"
+
+	"github.com/umltools/umltools/internal/errtext"
 
 	"golang.org/x/sys/unix"
 )
@@ -116,17 +117,5 @@ func ValidName(name string) bool {
 	return true
 }
 
-// Strerror renders err the way glibc's strerror/perror do for an errno
-// ("No such device"), so messages match the C tools byte for byte; other
-// errors print as they are.
-func Strerror(err error) string {
-	var errno unix.Errno
-	if errors.As(err, &errno) {
-		s := errno.Error()
-		if s != "" && s[0] >= 'a' && s[0] <= 'z' {
-			s = string(s[0]-'a'+'A') + s[1:]
-		}
-		return s
-	}
-	return err.Error()
-}
+// Strerror renders err as glibc's strerror does; see errtext.Strerror.
+func Strerror(err error) string { return errtext.Strerror(err) }
