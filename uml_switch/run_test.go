@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -205,5 +206,70 @@ func TestStatsDump(t *testing.T) {
 	}
 	if !strings.Contains(sp.out.String(), `"rx_frames":1,"rx_bytes":60`) {
 		t.Errorf("port counters missing: %q", sp.out.String())
+	}
+}
+
+// TestDaemonPidfileNotify: -daemon returns once the socket is bound and
+// the switch keeps serving; -pidfile names the running switch; with
+// NOTIFY_SOCKET set the switch tells systemd READY=1.
+func TestDaemonPidfileNotify(t *testing.T) {
+	dir := t.TempDir()
+	ctl, pid, notify := filepath.Join(dir, "ctl"), filepath.Join(dir, "pid"), filepath.Join(dir, "notify")
+	nl, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	cmd := exec.Command(binPath(t), "-unix", ctl, "-pidfile", pid, "-daemon")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	// A file, not a pipe: the daemon keeps its stdout open.
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout = out
+	done := make(chan error, 1)
+	go func() { done <- cmd.Run() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("-daemon: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("-daemon did not return")
+	}
+	b, err := os.ReadFile(pid)
+	if err != nil {
+		t.Fatalf("pidfile: %v", err)
+	}
+	var n int
+	if _, err := fmt.Sscan(string(b), &n); err != nil || n == cmd.Process.Pid {
+		t.Fatalf("pidfile %q (parent pid %d)", b, cmd.Process.Pid)
+	}
+	defer syscall.Kill(n, syscall.SIGTERM)
+	nl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 256)
+	if k, _, err := nl.ReadFrom(buf); err != nil || string(buf[:k]) != "READY=1" {
+		t.Fatalf("notify: %q %v", buf[:k], err)
+	}
+	c, err := switchd.Dial(ctl)
+	if err != nil {
+		t.Fatalf("daemon not serving: %v", err)
+	}
+	c.Close()
+	syscall.Kill(n, syscall.SIGTERM)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, e1 := os.Stat(pid)
+		_, e2 := os.Stat(ctl)
+		if os.IsNotExist(e1) && os.IsNotExist(e2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after SIGTERM: pidfile %v, socket %v still there", e1, e2)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
