@@ -197,10 +197,11 @@ type Config struct {
 	// parameters" (argv words, then environment words, before "--").
 	Unknown []string
 	// AfterDashes holds the argv elements after the first element that is
-	// exactly "--", intact (not re-split at spaces and without the
-	// appended root=/console= words). The kernel itself does not keep
-	// them apart; an engine that wants `linux … -- -c 'a b'` to reach init
-	// as two arguments can use this instead of the tail of InitArgs.
+	// exactly "--" (nil when there is none), intact: not re-split at
+	// spaces, without the appended root=/console= words, and without the
+	// words the kernel drops (umid=, xterm=). The kernel itself does not
+	// keep them apart; an engine that wants `linux … -- -c 'a b'` to reach
+	// init as two arguments can use this instead of the tail of InitArgs.
 	AfterDashes []string
 	// Dotted lists the module-style parameters (name.param=value), which
 	// the kernel consumes (or drops when unknown).
@@ -332,12 +333,12 @@ func Parse(args []string) (*Config, Warnings, error) {
 	p := &parser{c: c, ethSeen: map[int]bool{}, vecSeen: map[int]bool{}, env: []string{"HOME=/", "TERM=linux"}}
 
 	// Phase 1: the UML setup table, on each argv element by prefix.
-	length := 0
+	length, dashes := 0, false
 	for i, a := range args {
 		if i == 0 && strings.HasPrefix(a, " ") {
 			continue
 		}
-		add, exit := p.umlSetup(a)
+		a, add, exit := p.umlSetup(a)
 		if exit {
 			return c, p.ws, nil
 		}
@@ -352,11 +353,11 @@ func Parse(args []string) (*Config, Warnings, error) {
 			return c, p.ws, fmt.Errorf("add_arg: Too many command line arguments!")
 		}
 		c.cmdline = append(c.cmdline, a)
-	}
-	for i, a := range args {
-		if a == "--" {
-			c.AfterDashes = append([]string{}, args[i+1:]...)
-			break
+		if dashes {
+			c.AfterDashes = append(c.AfterDashes, a)
+		} else if a == "--" {
+			dashes = true
+			c.AfterDashes = []string{}
 		}
 	}
 
@@ -378,28 +379,31 @@ func Parse(args []string) (*Config, Warnings, error) {
 	return c, p.ws, nil
 }
 
-// umlSetup applies the UML setup table to one argv element. It reports
-// whether the word stays on the kernel command line and whether the kernel
-// would exit here (--help, --version, --showconfig).
-func (p *parser) umlSetup(a string) (add, exit bool) {
+// umlSetup applies the UML setup table to one argv element. It returns
+// the word as the handlers leave it (iomem= and hostfs= cut it at the
+// first ',' in place, so the command line keeps only that part), whether
+// it stays on the kernel command line, and whether the kernel would exit
+// here (--help, --version, --showconfig).
+func (p *parser) umlSetup(a string) (word string, add, exit bool) {
 	c := p.c
-	add = true
+	word, add = a, true
 	switch {
 	case strings.HasPrefix(a, "--showconfig"):
 		c.ShowConfig = true
-		return add, true
+		return word, add, true
 	case strings.HasPrefix(a, "--help"):
 		c.Help = true
-		return add, true
+		return word, add, true
 	case strings.HasPrefix(a, "--version"):
 		c.Version = true
-		return add, true
+		return word, add, true
 	}
 	if v, ok := strings.CutPrefix(a, "iomem="); ok {
 		name, file, found := strings.Cut(v, ",")
-		if !found || name == "" || file == "" {
-			p.warn(Error, "", "parse_iomem : failed to parse iomem setup string '%s'", v)
+		if !found {
+			p.warn(Error, "", "parse_iomem : failed to parse iomem")
 		} else {
+			word = "iomem=" + name
 			c.IOMem = append(c.IOMem, IOMem{name, file})
 		}
 	}
@@ -472,7 +476,10 @@ func (p *parser) umlSetup(a string) (add, exit bool) {
 	}
 	if v, ok := strings.CutPrefix(a, "hostfs="); ok {
 		dir, flags, _ := strings.Cut(v, ",")
-		c.HostFS = dir
+		word = "hostfs=" + dir
+		if dir != "" {
+			c.HostFS = dir
+		}
 		for _, f := range strings.Split(flags, ",") {
 			switch f {
 			case "":
@@ -483,5 +490,5 @@ func (p *parser) umlSetup(a string) (add, exit bool) {
 			}
 		}
 	}
-	return add, false
+	return word, add, false
 }

@@ -37,6 +37,7 @@ func TestKernelLine(t *testing.T) {
 		argv    []string
 		env     []string
 		unknown string
+		after   []string
 	}{
 		{
 			name:    "dashes swallow the appended root",
@@ -71,6 +72,15 @@ func TestKernelLine(t *testing.T) {
 			unknown: `Unknown kernel command line parameters "noreboot nosysemu sysemu quietx noreboot2 iomemx hostfs xterm mem umid nosmp rootwait=1 maxcpus=1", will be passed to user space.`,
 		},
 		{
+			name:    "hostfs= and iomem= are cut at the first comma",
+			args:    []string{"hostfs=/tmp,append", "iomem=x", "iomem=a,/f", "root=/dev/ubda", "w1", `q="x y"`, "--", "-c", "hello", "b=c", "umid=u", "uml_dir=/d"},
+			proc:    `hostfs=/tmp iomem=x iomem=a root=/dev/ubda w1 q="x y" -- -c hello b=c uml_dir=/d console=tty0`,
+			argv:    []string{"w1", "-c", "hello", "b=c", "uml_dir=/d", "console=tty0"},
+			env:     []string{"HOME=/", "TERM=linux", "hostfs=/tmp", "q=x y"},
+			unknown: `Unknown kernel command line parameters "w1 hostfs=/tmp q=x y", will be passed to user space.`,
+			after:   []string{"-c", "hello", "b=c", "uml_dir=/d"},
+		},
+		{
 			name:    "nothing unknown",
 			args:    strings.Fields("ubd0=x con0=fd:0,fd:1 umid=t"),
 			proc:    "ubd0=x con0=fd:0,fd:1 root=98:0 console=tty0",
@@ -98,6 +108,9 @@ func TestKernelLine(t *testing.T) {
 			}
 			if !reflect.DeepEqual(c.InitEnv, tc.env) {
 				t.Errorf("InitEnv = %q, want %q", c.InitEnv, tc.env)
+			}
+			if tc.after != nil && !reflect.DeepEqual(c.AfterDashes, tc.after) {
+				t.Errorf("AfterDashes = %q, want %q", c.AfterDashes, tc.after)
 			}
 			if got := c.UnknownLine(); got != tc.unknown {
 				t.Errorf("UnknownLine:\n got %q\nwant %q", got, tc.unknown)
@@ -342,7 +355,7 @@ func TestUbdSequence(t *testing.T) {
 
 func TestLines(t *testing.T) {
 	c, ws, _ := Parse(strings.Fields("con=null con0=null,fd:2 con1=fd:0,fd:1 ssl=pty ssl0=tty:/dev/tty0 ssl1=tty:/dev/tty1 ssl3=tty:/dev/tty2,xterm con2=port:9000 con3=pts con4=none con5=nullx con6=fd:0x3 con0x7=xterm con010=null"))
-	if len(ws) != 0 {
+	if len(ws) != 1 || ws[0].Msg != "setup_one_line failed for device 4 : configured as 'none'" || ws[0].Level != Info {
 		t.Fatalf("warnings: %q", ws)
 	}
 	check := func(l Line, spec string, src Source, in, out Channel) {

@@ -246,6 +246,10 @@ func (p *parser) oneLine(kind string, unit int, spec string, src Source) Line {
 	l := Line{Kind: kind, Unit: unit, Spec: spec, Source: src}
 	in, out, none, err := ParseChannelPair(spec)
 	l.In, l.Out, l.None = in, out, none
+	if none {
+		// The C kernel logs this (as an error) for every "none" line.
+		p.warn(Info, l.Name(), "setup_one_line failed for device %d : configured as 'none'", unit)
+	}
 	if err != nil {
 		l.Err = err.Error()
 		msg := "setup_one_line failed for device %d : failed to parse channel pair"
