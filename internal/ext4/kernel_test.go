@@ -151,7 +151,7 @@ func TestKernelWritten(t *testing.T) {
 				if f.ReplayedTransactions() != 0 {
 					t.Errorf("clean image replayed %d transactions", f.ReplayedTransactions())
 				}
-				compareTrees(t, want, walkImage(t, f, true))
+				compareTrees(t, want, walkImage(t, f, true), exactTimes)
 				kd, err := f.Lookup(RootIno, "kdir")
 				if err != nil {
 					t.Fatal(err)
@@ -172,7 +172,7 @@ func TestKernelWritten(t *testing.T) {
 				if f.ReplayedTransactions() == 0 {
 					t.Fatalf("the dirty copy had nothing to replay (needs_recovery %v)", f.sb.FeatureIncompat&incompatRecover != 0)
 				}
-				compareTrees(t, want, walkImage(t, f, true))
+				compareTrees(t, want, walkImage(t, f, true), exactTimes)
 			})
 		})
 	}

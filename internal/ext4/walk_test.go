@@ -27,12 +27,12 @@ type rec struct {
 	link       string
 	xattrs     string
 	isDir      bool
-	regularSum bool
+	mtime      int64 // ns since the epoch
 }
 
 func (r rec) String() string {
-	return fmt.Sprintf("mode %o uid %d gid %d nlink %d rdev %#x size %d sum %.12s link %q xattrs %s",
-		r.mode, r.uid, r.gid, r.nlink, r.rdev, r.size, r.sum, r.link, r.xattrs)
+	return fmt.Sprintf("mode %o uid %d gid %d nlink %d rdev %#x size %d sum %.12s link %q xattrs %s mtime %d",
+		r.mode, r.uid, r.gid, r.nlink, r.rdev, r.size, r.sum, r.link, r.xattrs, r.mtime)
 }
 
 func openImage(t testing.TB, img string) *FS {
@@ -74,7 +74,7 @@ func walkImage(t testing.TB, f *FS, hashFiles bool) map[string]rec {
 			if e.Type != 0 && e.Type != in.DirType() {
 				t.Errorf("%s: dirent type %d, inode type %d", p, e.Type, in.DirType())
 			}
-			r := rec{mode: uint32(in.Mode), uid: in.Uid, gid: in.Gid, nlink: uint64(in.Nlink), rdev: in.Rdev(), isDir: in.IsDir()}
+			r := rec{mode: uint32(in.Mode), uid: in.Uid, gid: in.Gid, nlink: uint64(in.Nlink), rdev: in.Rdev(), isDir: in.IsDir(), mtime: in.Mtime.UnixNano()}
 			switch {
 			case in.IsRegular():
 				r.size = in.Size
@@ -142,7 +142,7 @@ func walkHost(t testing.TB, root string, hashFiles bool) map[string]rec {
 		if err := syscall.Lstat(path, &st); err != nil {
 			return err
 		}
-		r := rec{mode: st.Mode, uid: st.Uid, gid: st.Gid, nlink: st.Nlink, isDir: d.IsDir()}
+		r := rec{mode: st.Mode, uid: st.Uid, gid: st.Gid, nlink: st.Nlink, isDir: d.IsDir(), mtime: st.Mtim.Nano()}
 		switch st.Mode & syscall.S_IFMT {
 		case syscall.S_IFCHR, syscall.S_IFBLK:
 			r.rdev = st.Rdev
@@ -205,9 +205,18 @@ func hostXattrs(t testing.TB, path string) string {
 	return strings.Join(parts, ",")
 }
 
+// timePrecision says how mtimes are compared: mke2fs -d keeps whole
+// seconds of regular files and directories only; the kernel keeps ns.
+type timePrecision int
+
+const (
+	mkfsTimes timePrecision = iota
+	exactTimes
+)
+
 // compareTrees reports every difference between the host tree and the
 // image walk, ignoring lost+found.
-func compareTrees(t testing.TB, host, img map[string]rec) {
+func compareTrees(t testing.TB, host, img map[string]rec, tp timePrecision) {
 	t.Helper()
 	bad := 0
 	report := func(format string, a ...any) {
@@ -225,6 +234,13 @@ func compareTrees(t testing.TB, host, img map[string]rec) {
 		if h.isDir {
 			// Sizes of directories differ by design.
 			h.size, g.size = 0, 0
+		}
+		if tp == mkfsTimes {
+			if h.mode&S_IFMT == S_IFREG || h.isDir {
+				h.mtime, g.mtime = h.mtime/1e9, g.mtime/1e9
+			} else {
+				h.mtime, g.mtime = 0, 0
+			}
 		}
 		if h != g {
 			report("%s:\n host  %v\n image %v", p, h, g)
