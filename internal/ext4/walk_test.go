@@ -18,16 +18,16 @@ import (
 
 // rec is what the walks compare for one path.
 type rec struct {
-	mode       uint32
-	uid, gid   uint32
-	nlink      uint64
-	rdev       uint64
-	size       uint64
-	sum        string
-	link       string
-	xattrs     string
-	isDir      bool
-	mtime      int64 // ns since the epoch
+	mode     uint32
+	uid, gid uint32
+	nlink    uint64
+	rdev     uint64
+	size     uint64
+	sum      string
+	link     string
+	xattrs   string
+	isDir    bool
+	mtime    int64 // ns since the epoch
 }
 
 func (r rec) String() string {
