@@ -273,3 +273,40 @@ func TestDaemonPidfileNotify(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestVLANSocket: `-vlan 10:<ctl>` opens a second control socket whose
+// ports are in VLAN 10; broadcasts do not cross between the two.
+func TestVLANSocket(t *testing.T) {
+	dir := t.TempDir()
+	ctl, ctl10 := filepath.Join(dir, "ctl"), filepath.Join(dir, "ctl10")
+	sp := startSwitchBin(t, binPath(t), ctl, "-unix", ctl, "-vlan", "10:"+ctl10)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(sp.out.String(), "'"+ctl10+"' for VLAN 10\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no VLAN start-up line: %q", sp.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var cs []*switchd.Conn
+	for _, p := range []string{ctl, ctl, ctl10, ctl10} {
+		c, err := switchd.Dial(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+	f := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0x21, 0x88, 0xb5}, make([]byte, 46)...)
+	cs[2].WriteFrame(f)
+	buf := make([]byte, 2048)
+	cs[3].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := cs[3].ReadFrame(buf); err != nil {
+		t.Fatalf("VLAN 10 peer did not get the broadcast: %v", err)
+	}
+	for _, c := range cs[:2] {
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.ReadFrame(buf); err == nil {
+			t.Fatal("a VLAN 10 broadcast leaked into the default VLAN")
+		}
+	}
+}

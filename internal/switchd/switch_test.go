@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // syncBuffer collects the switch's log lines.
@@ -439,4 +441,72 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("round trip: %+v -> %+v, %v", r, r2, err)
 		}
 	})
+}
+
+// fakeTap returns one end of a SOCK_SEQPACKET pair to hand to AddTap (it
+// keeps frame boundaries like a tap) and the other end for the test.
+func fakeTap(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fds[1], true)
+	peer := os.NewFile(uintptr(fds[1]), "tap peer")
+	t.Cleanup(func() { peer.Close() })
+	return os.NewFile(uintptr(fds[0]), "fake tap"), peer
+}
+
+// TestTrunkTap: a trunk tap carries VLAN 10 tagged and the default VLAN
+// untagged; tagged frames from it reach only their VLAN.
+func TestTrunkTap(t *testing.T) {
+	log := &syncBuffer{}
+	s := New(Config{Out: log, SocketGID: -1})
+	dir := t.TempDir()
+	ctl0, ctl10 := filepath.Join(dir, "c0"), filepath.Join(dir, "c10")
+	if err := s.Listen(ctl0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(ctl10, 10); err != nil {
+		t.Fatal(err)
+	}
+	tapEnd, peer := fakeTap(t)
+	if _, err := s.AddTap(tapEnd, "fake0", 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a0, a10 := dial(t, ctl0), dial(t, ctl10)
+	readTap := func() []byte {
+		t.Helper()
+		peer.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, 2048)
+		n, err := peer.Read(b)
+		if err != nil {
+			t.Fatalf("tap read: %v", err)
+		}
+		return b[:n]
+	}
+	f10 := frame(bcast, mac(10), "from ten")
+	a10.WriteFrame(f10)
+	if got, want := readTap(), tag(nil, f10, 10); !bytes.Equal(got, want) {
+		t.Fatalf("VLAN 10 on the trunk: % x, want % x", got, want)
+	}
+	expectNone(t, a0)
+	f0 := frame(bcast, mac(1), "native")
+	a0.WriteFrame(f0)
+	if got := readTap(); !bytes.Equal(got, f0) {
+		t.Fatalf("native VLAN on the trunk: % x, want untagged % x", got, f0)
+	}
+	expectNone(t, a10)
+	// Tagged frame from the trunk goes to VLAN 10 only, untagged.
+	in := frame(bcast, mac(99), "from host")
+	peer.Write(tag(nil, in, 10))
+	expect(t, a10, in)
+	expectNone(t, a0)
+	peer.Write(in)
+	expect(t, a0, in)
+	expectNone(t, a10)
 }
