@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -141,33 +142,118 @@ func (t *Task) Signal(sig unix.Signal) error {
 // RedirectExec rewrites a trapped execve or execveat so that the host
 // executes hostPath instead of the guest's path; argv and envp are kept.
 // hostPath must be reachable by the guest's host identity: an ExecDir
-// file, not /proc/<engine>/fd/N (refused across user namespaces).
-// The path is written below the red zone of the task's stack. Return
+// file, not /proc/<engine>/fd/N (refused across user namespaces). Return
 // Native() afterwards: the host builds the new image.
 //
 // Other threads sharing the task's memory must be stopped first (not done
 // here yet: milestone 1 guests exec from single-threaded processes).
 func (t *Task) RedirectExec(regs *abi.Regs, hostPath string) error {
-	if strings.IndexByte(hostPath, 0) >= 0 {
-		return fmt.Errorf("exec redirect: NUL in %q", hostPath)
-	}
-	b := append([]byte(hostPath), 0)
-	addr := (regs.Rsp - abi.RedZone - 512 - uint64(len(b))) &^ 15
-	if _, err := t.WriteMem(addr, b); err != nil {
-		return fmt.Errorf("exec redirect of task %d: %w", t.Tid, err)
-	}
+	return t.RewriteExec(regs, hostPath, nil, 0)
+}
+
+// maxArgs bounds the argv pointers RewriteExec reads.
+const maxArgs = 1 << 17
+
+// RewriteExec is RedirectExec with a new argv: prefix, then the guest's
+// original arguments from index skip on (which stay where they are in guest
+// memory). A "#!" script runs as RewriteExec(regs, hostInterp,
+// []string{interp, arg, script}, 1) (without arg when there is none). The
+// new strings and pointer array are written below the red zone.
+func (t *Task) RewriteExec(regs *abi.Regs, hostPath string, prefix []string, skip int) error {
+	var argvReg *uint64
 	switch regs.OrigRax {
 	case abi.SYS_EXECVE:
-		regs.Rdi = addr
+		argvReg = &regs.Rsi
 	case abi.SYS_EXECVEAT:
+		argvReg = &regs.Rdx
+	default:
+		return fmt.Errorf("exec rewrite: syscall %d is not an exec", regs.OrigRax)
+	}
+	var old []uint64
+	if prefix != nil || skip != 0 {
+		var err error
+		if old, err = t.readPtrs(*argvReg); err != nil {
+			return fmt.Errorf("exec rewrite of task %d: argv: %w", t.Tid, err)
+		}
+		if skip > len(old) {
+			skip = len(old)
+		}
+		old = old[skip:]
+	}
+	// Layout, from low to high: pointer array (16-aligned), strings.
+	var strs []byte
+	offs := make([]int, 0, len(prefix)+1)
+	for _, s := range append([]string{hostPath}, prefix...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("exec rewrite: NUL in %q", s)
+		}
+		offs = append(offs, len(strs))
+		strs = append(append(strs, s...), 0)
+	}
+	nptr := 0
+	if prefix != nil || skip != 0 {
+		nptr = len(prefix) + len(old) + 1
+	}
+	size := uint64(8*nptr+len(strs)+15) &^ 15
+	base := (regs.Rsp - abi.RedZone - 512 - size) &^ 15
+	block := make([]byte, size)
+	strBase := base + uint64(8*nptr)
+	copy(block[8*nptr:], strs)
+	if nptr > 0 {
+		ptrs := make([]uint64, 0, nptr)
+		for _, o := range offs[1:] {
+			ptrs = append(ptrs, strBase+uint64(o))
+		}
+		ptrs = append(append(ptrs, old...), 0)
+		for i, p := range ptrs {
+			binary.LittleEndian.PutUint64(block[8*i:], p)
+		}
+	}
+	if _, err := t.WriteMem(base, block); err != nil {
+		return fmt.Errorf("exec rewrite of task %d: %w", t.Tid, err)
+	}
+	if regs.OrigRax == abi.SYS_EXECVE {
+		regs.Rdi = strBase
+	} else {
 		fdcwd := int64(abi.AT_FDCWD)
 		regs.Rdi = uint64(fdcwd)
-		regs.Rsi = addr
+		regs.Rsi = strBase
 		regs.R8 &^= abi.AT_EMPTY_PATH
-	default:
-		return fmt.Errorf("exec redirect: syscall %d is not an exec", regs.OrigRax)
+	}
+	if nptr > 0 {
+		*argvReg = base
 	}
 	return nil
+}
+
+// readPtrs reads a NULL-terminated array of guest pointers (argv, envp),
+// without the NULL. A NULL array address is an empty array.
+func (t *Task) readPtrs(addr uint64) ([]uint64, error) {
+	var out []uint64
+	if addr == 0 {
+		return nil, nil
+	}
+	buf := make([]byte, abi.PAGE_SIZE)
+	for len(out) < maxArgs {
+		l := int(abi.PAGE_SIZE - addr%abi.PAGE_SIZE)
+		l -= l % 8
+		if l == 0 {
+			l = 8
+		}
+		n, err := t.ReadMem(addr, buf[:l])
+		for i := 0; i+8 <= n; i += 8 {
+			p := binary.LittleEndian.Uint64(buf[i:])
+			if p == 0 {
+				return out, nil
+			}
+			out = append(out, p)
+		}
+		if err != nil {
+			return nil, err
+		}
+		addr += uint64(n)
+	}
+	return nil, ErrTooLong
 }
 
 // ExecMemfd copies an executable image into a new memfd and returns a
