@@ -264,7 +264,12 @@ func (s *Sandbox) spawn() (statusR *os.File, err error) {
 		return nil, err
 	}
 	defer ctrlR.Close()
-	defer ctrlW.Close()
+	sent := false
+	defer func() {
+		if !sent {
+			ctrlW.Close()
+		}
+	}()
 	statR, statW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -330,11 +335,15 @@ func (s *Sandbox) spawn() (statusR *os.File, err error) {
 		statR.Close()
 		return nil, err
 	}
-	if _, err := ctrlW.Write(buf.Bytes()); err != nil {
-		unix.Kill(s.Pid, unix.SIGKILL)
-		statR.Close()
-		return nil, fmt.Errorf("sandbox: configuring stub: %w", err)
-	}
+	// Another goroutine writes the configuration: a large one fills the
+	// pipe, and the stub may then need the tracer (a runtime thread's clone
+	// event) before it reads on. If the stub dies, the write fails and the
+	// tracer sees the exit.
+	sent = true
+	go func() {
+		ctrlW.Write(buf.Bytes())
+		ctrlW.Close()
+	}()
 	return statR, nil
 }
 

@@ -446,3 +446,15 @@ func TestGroupStop(t *testing.T) {
 		t.Errorf("output %q status %v, want 143", b, ws)
 	}
 }
+
+// TestLargeConfig: an environment far larger than a pipe buffer reaches
+// the guest.
+func TestLargeConfig(t *testing.T) {
+	needBusybox(t)
+	big := strings.Repeat("x", 60<<10) // one string may not exceed 128 KiB
+	env := []string{"A=" + big, "B=" + big, "C=" + big, "D=" + big}
+	ws, out := runGuest(t, Config{Env: env, Argv: []string{"sh", "-c", "echo $((${#A}+${#B}+${#C}+${#D}))"}})
+	if out != "245760\n" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v", out, ws)
+	}
+}
