@@ -266,3 +266,36 @@ func (f *FS) BlockSize() int { return int(f.bs) }
 // memory at Open (0 for a clean filesystem). A writer must not write a
 // filesystem with a replayed journal before the replay is made durable.
 func (f *FS) ReplayedTransactions() int { return f.replayed }
+
+// Statfs is what statfs(2) reports for the filesystem.
+type Statfs struct {
+	BlockSize   int64
+	Blocks      uint64
+	FreeBlocks  uint64
+	AvailBlocks uint64 // free blocks minus the reserved ones
+	Inodes      uint64
+	FreeInodes  uint64
+	NameLen     int
+}
+
+// Statfs returns the superblock's counters (as of Open; the driver does
+// not write). Blocks is the whole filesystem; the kernel's f_blocks also
+// subtracts the metadata overhead. AvailBlocks leaves out the reserved
+// blocks and, with extents, the kernel's reserve pool (2% of the blocks,
+// at most 4096), as the kernel's f_bavail does.
+func (f *FS) Statfs() Statfs {
+	s := f.sb
+	reserved := s.ReservedBlocks
+	if s.FeatureIncompat&incompatExtents != 0 {
+		reserved += min(s.BlocksCount/50, 4096)
+	}
+	avail := uint64(0)
+	if s.FreeBlocks > reserved {
+		avail = s.FreeBlocks - reserved
+	}
+	return Statfs{
+		BlockSize: int64(f.bs), Blocks: s.BlocksCount - uint64(s.FirstDataBlock),
+		FreeBlocks: s.FreeBlocks, AvailBlocks: avail,
+		Inodes: uint64(s.InodesCount), FreeInodes: uint64(s.FreeInodes), NameLen: 255,
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,7 +119,7 @@ func fsyncWorkload(t *testing.T, mnt string) {
 // back correctly after our in-memory journal replay.
 func TestKernelWritten(t *testing.T) {
 	testutil.NeedRoot(t)
-	testutil.NeedCmd(t, "mount", "mke2fs")
+	testutil.NeedCmd(t, "mount", "umount", "losetup", "mke2fs")
 	src, _ := testutil.Ext4Tree(t)
 	cases := []struct {
 		name, fstype string
@@ -143,6 +144,11 @@ func TestKernelWritten(t *testing.T) {
 			dirty := filepath.Join(t.TempDir(), "dirty.img")
 			runCmd(t, "cp", "--sparse=always", img, dirty)
 			want := walkHost(t, mnt, true)
+			runCmd(t, "sync")
+			var sfs syscall.Statfs_t
+			if err := syscall.Statfs(mnt, &sfs); err != nil {
+				t.Fatal(err)
+			}
 			runCmd(t, "umount", mnt)
 			waitDetached(t, img)
 
@@ -152,6 +158,10 @@ func TestKernelWritten(t *testing.T) {
 					t.Errorf("clean image replayed %d transactions", f.ReplayedTransactions())
 				}
 				compareTrees(t, want, walkImage(t, f, true), exactTimes)
+				if got := f.Statfs(); got.FreeBlocks != sfs.Bfree || got.AvailBlocks != sfs.Bavail ||
+					got.Inodes != sfs.Files || got.FreeInodes != sfs.Ffree || got.BlockSize != sfs.Bsize {
+					t.Errorf("statfs %+v, the kernel said %+v", got, sfs)
+				}
 				kd, err := f.Lookup(RootIno, "kdir")
 				if err != nil {
 					t.Fatal(err)

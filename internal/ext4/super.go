@@ -73,6 +73,7 @@ type Superblock struct {
 	InodesCount     uint32
 	BlocksCount     uint64
 	FreeBlocks      uint64
+	ReservedBlocks  uint64
 	FreeInodes      uint32
 	FirstDataBlock  uint32
 	BlockSize       uint32
@@ -113,6 +114,7 @@ func parseSuperblock(b []byte) (*Superblock, error) {
 		InodesCount:     le32(b, 0x0),
 		BlocksCount:     uint64(le32(b, 0x4)),
 		FreeBlocks:      uint64(le32(b, 0xC)),
+		ReservedBlocks:  uint64(le32(b, 0x8)),
 		FreeInodes:      le32(b, 0x10),
 		FirstDataBlock:  le32(b, 0x14),
 		BlocksPerGroup:  le32(b, 0x20),
@@ -154,6 +156,7 @@ func parseSuperblock(b []byte) (*Superblock, error) {
 	if s.FeatureIncompat&incompat64bit != 0 {
 		s.BlocksCount |= uint64(le32(b, 0x150)) << 32
 		s.FreeBlocks |= uint64(le32(b, 0x158)) << 32
+		s.ReservedBlocks |= uint64(le32(b, 0x154)) << 32
 		if s.DescSize < 32 || s.DescSize > 1024 || s.DescSize&(s.DescSize-1) != 0 {
 			return nil, fmt.Errorf("superblock: group descriptor size %d invalid", s.DescSize)
 		}
