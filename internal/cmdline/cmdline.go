@@ -34,6 +34,7 @@
 package cmdline
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -244,68 +245,40 @@ func (c *Config) RootDevice() string {
 	return "98:0"
 }
 
-// Device returns the configuration string of a device by name ("ubd0",
-// "ubdb", "con1", "ssl3", "eth0", "vec2"), as an mconsole `config <dev>`
-// query reports it, and whether the device name is valid.
-func (c *Config) Device(name string) (string, bool) {
+// Device answers an mconsole `config <name>` query the way the 6.1 kernel
+// does (verified with Debian's uml_mconsole against linux.uml): the device
+// is matched by prefix ("ubd", "con", "ssl", "eth", "vec"); a ubd reports
+// "<file>[,<backing>]" ("" when unused), a line its channel text (only the
+// input channel for a two-channel line other than con0, because the kernel
+// splits its copy of the string in place) or "none". Errors carry the
+// kernel's reply text. The "mem" device is the engine's business.
+func (c *Config) Device(name string) (string, error) {
 	switch {
 	case strings.HasPrefix(name, "ubd"):
-		rest := name[3:]
-		n, ok := parseUnitName(rest)
+		n, _, ok := parseUbdUnit(name[3:])
 		if !ok || n >= MaxUbd {
-			return "", false
+			return "", errors.New("ubd_get_config : device number out of range")
 		}
 		if u := c.Ubd[n]; u != nil {
-			return u.ConfigString(), true
+			return u.ConfigString(), nil
 		}
-		return "", true
+		return "", nil
 	case strings.HasPrefix(name, "con"), strings.HasPrefix(name, "ssl"):
-		v, ok := fullUint(name[3:], 10)
+		v, ok := fullUint(name[3:], 0)
 		if !ok {
-			return "", false
+			return "", errors.New("line_get_config failed to parse device number")
 		}
 		if name[0] == 'c' && v < MaxCon {
-			return c.Con[v].ConfigString(), true
+			return c.Con[v].ConfigString(), nil
 		}
 		if name[0] == 's' && v < MaxSsl {
-			return c.Ssl[v].ConfigString(), true
+			return c.Ssl[v].ConfigString(), nil
 		}
-		return "", false
-	case strings.HasPrefix(name, "eth"):
-		v, ok := fullUint(name[3:], 10)
-		if !ok {
-			return "", false
-		}
-		for _, e := range c.Eth {
-			if uint64(e.Unit) == v {
-				return e.Spec, true
-			}
-		}
-		return "", true
-	case strings.HasPrefix(name, "vec"):
-		v, ok := fullUint(name[3:], 10)
-		if !ok {
-			return "", false
-		}
-		for _, e := range c.Vec {
-			if uint64(e.Unit) == v {
-				return e.Spec, true
-			}
-		}
-		return "", true
+		return "", errors.New("device number out of range")
+	case strings.HasPrefix(name, "eth"), strings.HasPrefix(name, "vec"):
+		return "", errors.New("No get_config routine defined")
 	}
-	return "", false
-}
-
-func parseUnitName(s string) (int, bool) {
-	if len(s) == 1 && s[0] >= 'a' && s[0] <= 'z' {
-		return int(s[0] - 'a'), true
-	}
-	v, ok := fullUint(s, 10)
-	if !ok || v > 1<<20 {
-		return 0, false
-	}
-	return int(v), true
+	return "", errors.New("Bad configuration option")
 }
 
 // parser carries the state of one Parse call.

@@ -345,11 +345,11 @@ func TestUbdSequence(t *testing.T) {
 	if err != nil || u.String() != "ubd0rc=cow,back,ser" || u.ConfigString() != "cow,back" || u.Name() != "ubda" {
 		t.Errorf("ParseUbd: %+v %v", u, err)
 	}
-	if v, ok := c.Device("ubdb"); !ok || v != "b" {
-		t.Errorf("Device(ubdb) = %q %v", v, ok)
+	if v, err := c.Device("ubdb"); err != nil || v != "b" {
+		t.Errorf("Device(ubdb) = %q %v", v, err)
 	}
-	if v, ok := c.Device("ubd5"); !ok || v != "" {
-		t.Errorf("Device(ubd5) = %q %v", v, ok)
+	if v, err := c.Device("ubd5"); err != nil || v != "" {
+		t.Errorf("Device(ubd5) = %q %v", v, err)
 	}
 }
 
@@ -390,8 +390,20 @@ func TestLines(t *testing.T) {
 	if c.Con[1].String() != "con1=fd:0,fd:1" || c.Ssl[3].GuestDev() != "/dev/ttyS3" || c.Con[2].GuestDev() != "/dev/tty2" {
 		t.Errorf("String/GuestDev: %s %s", c.Con[1].String(), c.Ssl[3].GuestDev())
 	}
-	if v, ok := c.Device("con0"); !ok || v != "null,fd:2" {
-		t.Errorf("Device(con0) = %q %v", v, ok)
+	// mconsole answers (recorded from the C kernel): con0 keeps both
+	// channels, other two-channel lines report the input channel only.
+	for _, q := range []struct{ dev, want, err string }{
+		{"con0", "null,fd:2", ""}, {"con1", "fd:0", ""}, {"con4", "none", ""}, {"con5", "nullx", ""},
+		{"con9", "null", ""}, {"ssl3", "tty:/dev/tty2", ""}, {"ssl63", "pty", ""}, {"con0x2", "port:9000", ""},
+		{"con16", "", "device number out of range"}, {"ssl64", "", "device number out of range"},
+		{"conx", "", "line_get_config failed to parse device number"},
+		{"eth0", "", "No get_config routine defined"}, {"vec0", "", "No get_config routine defined"},
+		{"ubdz", "", "ubd_get_config : device number out of range"}, {"bogus", "", "Bad configuration option"},
+	} {
+		v, err := c.Device(q.dev)
+		if v != q.want || (err == nil) != (q.err == "") || (err != nil && err.Error() != q.err) {
+			t.Errorf("Device(%s) = %q, %v; want %q, %q", q.dev, v, err, q.want, q.err)
+		}
 	}
 
 	// Defaults: con0 fd:0,fd:1, other consoles null (ours; Debian's

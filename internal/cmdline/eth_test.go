@@ -124,12 +124,6 @@ func TestEthWords(t *testing.T) {
 			t.Errorf("missing %q in %q", m, ws)
 		}
 	}
-	if v, ok := c.Device("eth1"); !ok || v != "tuntap,tap1" {
-		t.Errorf("Device(eth1) = %q %v", v, ok)
-	}
-	if v, ok := c.Device("vec0"); !ok || v != "transport=tap,ifname=a" {
-		t.Errorf("Device(vec0) = %q %v", v, ok)
-	}
 	if c.Eth[1].String() != "eth1=tuntap,tap1" || c.Vec[0].String() != "vec0:transport=tap,ifname=a" {
 		t.Errorf("String: %s %s", c.Eth[1], c.Vec[0])
 	}

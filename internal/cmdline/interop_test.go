@@ -3,6 +3,7 @@ package cmdline
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -23,6 +24,7 @@ for n in /sys/class/net/eth*; do echo "${n##*/} $(cat $n/address)"; done > /host
 ls /sys/class/tty > /host/tty
 grep MemTotal /proc/meminfo > /host/mem
 echo INTEROP-DONE
+while [ ! -e /host/go ]; do sleep 0.05; done
 poweroff -f
 `
 
@@ -30,7 +32,9 @@ poweroff -f
 // mk from the image path, the host directory and scratch disk files) and
 // returns its boot log, a reader for the files the guest wrote, our parse
 // of the exact argv the kernel got, and our messages.
-func interopBoot(t *testing.T, mk func(img, host string, disks []string) []string) (*testutil.UML, string, func(string) string, *Config, Warnings) {
+//
+// during, if not nil, runs while the guest is still up.
+func interopBoot(t *testing.T, mk func(img, host string, disks []string) []string, during func(*testing.T, *testutil.UML, *Config)) (*testutil.UML, string, func(string) string, *Config, Warnings) {
 	t.Helper()
 	img := testutil.BusyboxImage(t)
 	dir := t.TempDir()
@@ -51,14 +55,20 @@ func interopBoot(t *testing.T, mk func(img, host string, disks []string) []strin
 	}
 	u := testutil.StartUML(t, testutil.UMLOptions{Args: mk(img, host, disks)})
 	u.WaitOutput(t, "INTEROP-DONE", 60*time.Second)
-	if _, ok := u.Wait(30 * time.Second); !ok {
-		t.Fatal("machine did not power off")
-	}
 	// The exact argv the C kernel got (StartUML adds mem=, con/ssl
 	// defaults, umid= and uml_dir=).
 	c, ws, err := Parse(u.Cmd.Args[1:])
 	if err != nil {
 		t.Fatal(err)
+	}
+	if during != nil {
+		during(t, u, c)
+	}
+	if err := os.WriteFile(filepath.Join(host, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := u.Wait(30 * time.Second); !ok {
+		t.Fatal("machine did not power off")
 	}
 	read := func(name string) string {
 		b, err := os.ReadFile(filepath.Join(host, name))
@@ -139,8 +149,9 @@ func TestInteropCKernel(t *testing.T) {
 			"eth2=mcast,,,,,,garbage", "eth3=tuntap,tap9,01:00:00:00:00:00", "eth4=mcast,00:11:22:33:44:55",
 			"eth5=mcast,,,x", "ethernet", "eth6", "vecx:transport=tap", "vector",
 			"mem=96M", "foo", "a=b", "HOME=/x", "a=c", "x.y=z", "quiet2", "hostfs=/",
+			"con5=fd:0,fd:1", "con6=nullx", "ssl3=null,fd:2", "ubd6=" + disks[0] + ":" + disks[1],
 		}
-	})
+	}, mconsoleQueries)
 	if c.Mem != 96<<20 {
 		t.Errorf("mem %d", c.Mem)
 	}
@@ -204,12 +215,35 @@ func TestInteropCKernelDashes(t *testing.T) {
 			"hostfs=/,append", "iomem=x", "vec0:transport=tap,ifname=nonexist9", `q="x y"`, "w1",
 			"con0=fd:0,fd:1", "con=null", "ssl=null", "--", "-c", "hello", "b=c",
 		}
-	})
+	}, nil)
 	want := []string{"w1", "-c", "hello", "b=c", "uml_dir=" + u.UMLDir + "/", "console=tty0"}
 	if strings.Join(c.InitArgs, " ") != strings.Join(want, " ") {
 		t.Errorf("init argv %q, want %q", c.InitArgs, want)
 	}
 	if c.HostFS != "/" || !c.HostFSAppend || len(c.Vec) != 1 || len(c.IOMem) != 0 {
 		t.Errorf("hostfs %q %v vec %d iomem %v", c.HostFS, c.HostFSAppend, len(c.Vec), c.IOMem)
+	}
+}
+
+// mconsoleQueries asks the running C kernel `config <dev>` with Debian's
+// uml_mconsole and compares each answer with Config.Device.
+func mconsoleQueries(t *testing.T, u *testutil.UML, c *Config) {
+	mc, err := testutil.LookPath("uml_mconsole")
+	if err != nil {
+		t.Log("uml_mconsole not installed: config queries not compared")
+		return
+	}
+	for _, dev := range []string{"ubd0", "ubda", "ubd1r", "ubd2", "ubd3", "ubd4", "ubd6", "ubdz", "con0", "con1", "con2",
+		"con3", "con5", "con6", "con0x6", "con16", "conx", "ssl0", "ssl1", "ssl2", "ssl3", "ssl63", "ssl64", "eth0", "vec0", "bogus"} {
+		out, _ := exec.Command(mc, u.MconsolePath(), "config", dev).Output()
+		got := strings.TrimRight(string(out), "\n")
+		v, err := c.Device(dev)
+		want := "OK " + v
+		if err != nil {
+			want = "ERR " + err.Error()
+		}
+		if got != want {
+			t.Errorf("config %s: C kernel %q, ours %q", dev, got, want)
+		}
 	}
 }

@@ -150,16 +150,28 @@ func (l *Line) GuestDev() string {
 	return fmt.Sprintf("/dev/tty%d", l.Unit)
 }
 
-// String returns the canonical option, e.g. "con1=fd:0,fd:1".
-func (l *Line) String() string { return l.Name() + "=" + l.ConfigString() }
+// String returns the option, e.g. "con1=fd:0,fd:1" ("con1=none" when the
+// device does not exist).
+func (l *Line) String() string {
+	if !l.Valid() {
+		return l.Name() + "=none"
+	}
+	return l.Name() + "=" + l.Spec
+}
 
-// ConfigString returns what mconsole `config conN` answers: the original
-// channel text, or "none" when the device does not exist.
+// ConfigString returns what mconsole `config conN` answers: the channel
+// text, or "none" when the device does not exist. For a two-channel spec
+// the 6.1 kernel answers only the input channel (it cut its copy at the
+// ','), except for con0.
 func (l *Line) ConfigString() string {
 	if !l.Valid() {
 		return "none"
 	}
-	return l.Spec
+	if l.Kind == "con" && l.Unit == 0 {
+		return l.Spec
+	}
+	in, _, _ := strings.Cut(l.Spec, ",")
+	return in
 }
 
 // ParseChannelPair parses "<chan>[,<chan>]" (the kernel's
