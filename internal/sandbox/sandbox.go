@@ -200,6 +200,7 @@ type Sandbox struct {
 	status  unix.WaitStatus
 	err     error
 	tasks   map[int]*Task
+	early   map[int]int // tid → wait status of tasks that died unannounced
 }
 
 // ErrExec is wrapped by Wait's error when the stub could not exec the
@@ -224,7 +225,7 @@ func Start(cfg Config) (*Sandbox, error) {
 		return nil, err
 	}
 	s := &Sandbox{cfg: cfg, handler: cfg.Handler, filter: filter,
-		started: make(chan error, 1), done: make(chan struct{}), tasks: map[int]*Task{}}
+		started: make(chan error, 1), done: make(chan struct{}), tasks: map[int]*Task{}, early: map[int]int{}}
 	if s.handler == nil {
 		s.handler = PassThrough{}
 	}

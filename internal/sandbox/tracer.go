@@ -53,7 +53,13 @@ func (s *Sandbox) tracer() {
 		if ws.Exited() || ws.Signaled() {
 			t := s.tasks[tid]
 			delete(s.tasks, tid)
-			if t != nil && !t.stub {
+			switch {
+			case t == nil || !t.announced:
+				// A new task killed before its parent's creation event
+				// (perhaps before its first stop): report both when
+				// that event comes.
+				s.early[tid] = int(ws)
+			case t != nil && !t.stub:
 				s.handler.Event(t, Event{Kind: EvExit, Status: int(ws)})
 			}
 			if tid == s.Pid {
@@ -206,9 +212,13 @@ func (s *Sandbox) cloned(t *Task, event int) {
 		}
 	}
 	c := s.tasks[ctid]
+	status, gone := s.early[ctid]
+	delete(s.early, ctid)
 	if c == nil {
 		c = &Task{Tid: ctid}
-		s.tasks[ctid] = c
+		if !gone {
+			s.tasks[ctid] = c
+		}
 	}
 	c.Tgid = ctid
 	if flags&abi.CLONE_THREAD != 0 {
@@ -217,6 +227,9 @@ func (s *Sandbox) cloned(t *Task, event int) {
 	c.stub = t.stub
 	if !t.stub {
 		s.handler.Event(t, Event{Kind: EvClone, Child: c, Flags: flags})
+		if gone {
+			s.handler.Event(c, Event{Kind: EvExit, Status: status})
+		}
 	}
 	c.announced = true
 	if c.held {
