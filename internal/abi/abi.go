@@ -322,3 +322,85 @@ type Dirent64Header struct {
 
 // Dirent64NameOffset is the offset of d_name in struct linux_dirent64.
 const Dirent64NameOffset = 19
+
+// Timespec is struct timespec on x86-64.
+type Timespec struct {
+	Sec  int64
+	Nsec int64
+}
+
+// StatxTimestamp is struct statx_timestamp.
+type StatxTimestamp struct {
+	Sec  int64
+	Nsec uint32
+	_    int32
+}
+
+// Statx is struct statx (statx(2)), 256 bytes.
+type Statx struct {
+	Mask           uint32
+	Blksize        uint32
+	Attributes     uint64
+	Nlink          uint32
+	Uid            uint32
+	Gid            uint32
+	Mode           uint16
+	_              uint16
+	Ino            uint64
+	Size           uint64
+	Blocks         uint64
+	AttributesMask uint64
+	Atime          StatxTimestamp
+	Btime          StatxTimestamp
+	Ctime          StatxTimestamp
+	Mtime          StatxTimestamp
+	RdevMajor      uint32
+	RdevMinor      uint32
+	DevMajor       uint32
+	DevMinor       uint32
+	MntID          uint64
+	DioMemAlign    uint32
+	DioOffsetAlign uint32
+	_              [12]uint64
+}
+
+// statx mask bits.
+const (
+	STATX_TYPE        = 0x1
+	STATX_MODE        = 0x2
+	STATX_NLINK       = 0x4
+	STATX_UID         = 0x8
+	STATX_GID         = 0x10
+	STATX_ATIME       = 0x20
+	STATX_MTIME       = 0x40
+	STATX_CTIME       = 0x80
+	STATX_INO         = 0x100
+	STATX_SIZE        = 0x200
+	STATX_BLOCKS      = 0x400
+	STATX_BASIC_STATS = 0x7ff
+	STATX_BTIME       = 0x800
+	STATX_MNT_ID      = 0x1000
+)
+
+// Sysinfo is struct sysinfo (sysinfo(2)) on x86-64, 112 bytes.
+type Sysinfo struct {
+	Uptime    int64
+	Loads     [3]uint64
+	Totalram  uint64
+	Freeram   uint64
+	Sharedram uint64
+	Bufferram uint64
+	Totalswap uint64
+	Freeswap  uint64
+	Procs     uint16
+	_         [6]byte
+	Totalhigh uint64
+	Freehigh  uint64
+	Unit      uint32
+	_         [4]byte
+}
+
+// Rlimit is struct rlimit64 (prlimit64(2)).
+type Rlimit struct {
+	Cur, Max uint64
+}

@@ -21,6 +21,14 @@ func TestLayouts(t *testing.T) {
 		{"sock_filter", unsafe.Sizeof(SockFilter{}), 8},
 		{"sock_fprog", unsafe.Sizeof(SockFprog{}), 16},
 		{"dirent64 d_type", unsafe.Offsetof(Dirent64Header{}.Type), 18},
+		{"statx", unsafe.Sizeof(Statx{}), 256},
+		{"statx.stx_atime offset", unsafe.Offsetof(Statx{}.Atime), 64},
+		{"statx.stx_rdev_major offset", unsafe.Offsetof(Statx{}.RdevMajor), 128},
+		{"statx.stx_mnt_id offset", unsafe.Offsetof(Statx{}.MntID), 144},
+		{"sysinfo", unsafe.Sizeof(Sysinfo{}), 112},
+		{"sysinfo.procs offset", unsafe.Offsetof(Sysinfo{}.Procs), 80},
+		{"sysinfo.mem_unit offset", unsafe.Offsetof(Sysinfo{}.Unit), 104},
+		{"timespec", unsafe.Sizeof(Timespec{}), 16},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %d, want %d", c.name, c.got, c.want)
