@@ -32,6 +32,8 @@ type FS struct {
 	cache    *blockCache
 	overlay  map[uint64]replayed // blocks replayed from the journal
 	replayed int                 // transactions replayed at Open
+	revokes  int                 // revoke records seen in them
+	skipped  int                 // journalled copies not replayed because revoked
 }
 
 type groupDesc struct {

@@ -158,6 +158,7 @@ func (f *FS) replayJournal() error {
 	}
 	revoked := map[uint64]uint32{}
 	for _, t := range txns {
+		f.revokes += len(t.revokes)
 		for _, r := range t.revokes {
 			if old, ok := revoked[r]; !ok || int32(t.seq-old) > 0 {
 				revoked[r] = t.seq
@@ -168,6 +169,7 @@ func (f *FS) replayJournal() error {
 	for _, t := range txns {
 		for _, tg := range t.tags {
 			if r, ok := revoked[tg.target]; ok && int32(r-t.seq) >= 0 {
+				f.skipped++
 				continue
 			}
 			if tg.target >= sb.BlocksCount {

@@ -109,6 +109,20 @@ func fsyncWorkload(t *testing.T, mnt string) {
 	os.Chmod(filepath.Join(mnt, "tree/etc/hostname"), 0o604)
 	os.Symlink("journalled-big", filepath.Join(j, "link"))
 	fsync(j)
+	// Free metadata blocks (a multi-block directory) and reuse them for
+	// data, so that later transactions revoke earlier journalled copies.
+	tmp := filepath.Join(mnt, "to-revoke")
+	os.Mkdir(tmp, 0o755)
+	for i := 0; i < 300; i++ {
+		os.WriteFile(filepath.Join(tmp, fmt.Sprintf("a-rather-long-file-name-%04d", i)), nil, 0o644)
+	}
+	fsync(tmp)
+	fsync(mnt)
+	os.RemoveAll(tmp)
+	fsync(mnt)
+	reuse := filepath.Join(mnt, "reuse")
+	os.WriteFile(reuse, bytes.Repeat([]byte("data over freed metadata "), 40000), 0o644)
+	fsync(reuse)
 	fsync(mnt)
 	fsync(filepath.Join(mnt, "tree"))
 }
@@ -178,7 +192,7 @@ func TestKernelWritten(t *testing.T) {
 					t.Fatalf("NoReplay open of the dirty copy: %v, want ErrNeedsRecovery", err)
 				}
 				f := openImage(t, dirty)
-				t.Logf("replayed %d transactions, %d blocks", f.ReplayedTransactions(), len(f.overlay))
+				t.Logf("replayed %d transactions, %d blocks, %d revoke records, %d revoked copies skipped", f.ReplayedTransactions(), len(f.overlay), f.revokes, f.skipped)
 				if f.ReplayedTransactions() == 0 {
 					t.Fatalf("the dirty copy had nothing to replay (needs_recovery %v)", f.sb.FeatureIncompat&incompatRecover != 0)
 				}
