@@ -31,6 +31,27 @@
 //   - mem= and uml_dir= and hostfs= are UML options but not generic kernel
 //     options, so they also reach init's environment (the kernel's
 //     "Unknown kernel command line parameters" line).
+//
+// Deliberate differences from the C kernel (all reported as Warnings, so
+// nothing is silent):
+//
+//   - Consoles 1–15 without a setting default to "null" (DefaultCon);
+//     Debian's CONFIG_CON_CHAN "x-terminal-emulator" is not a channel, so
+//     the C kernel logs an error for each and creates none of them.
+//   - An unknown eth/vec transport, a vec option that must be a number
+//     and is not, a vec without transport= and a daemon socket type other
+//     than unix are refused at parse time with a message (the C kernel
+//     ignores them silently or fails when the interface is opened).
+//   - A second ethN=/vecN: for the same unit is refused with "Device
+//     already configured" (the C kernel logs a kobject EEXIST error).
+//   - mem= that is not a size, and a umid= longer than 63 characters, are
+//     reported (the C kernel sets 0 bytes of RAM, or silently picks a
+//     random umid); a bare "initrd" is reported (the C kernel crashes).
+//   - A MAC address with fewer than six bytes is refused (the C parser
+//     reads past the end of the field).
+//   - Generic kernel flags that refuse a value (rw, ro, rootwait, …) are
+//     matched exactly; the __setup/early_param tables are those of
+//     Debian's build.
 package cmdline
 
 import (
@@ -290,10 +311,8 @@ type parser struct {
 	env      []string // init env, starting with HOME=/ TERM=linux
 	conConf  [MaxCon]*string
 	sslConf  [MaxSsl]*string
-	ethSeen  map[int]bool
-	vecSeen  map[int]bool
-	ethQueue []ethPending
-	vecQueue []vecPending
+	ethQueue []netPending
+	vecQueue []netPending
 }
 
 func (p *parser) warn(l Level, dev, format string, a ...any) {
@@ -303,7 +322,7 @@ func (p *parser) warn(l Level, dev, format string, a ...any) {
 // Parse parses the kernel command line args (argv without argv[0]).
 func Parse(args []string) (*Config, Warnings, error) {
 	c := &Config{Args: append([]string(nil), args...), Xterm: Xterm{DefaultXterm, "-T", "-e"}}
-	p := &parser{c: c, ethSeen: map[int]bool{}, vecSeen: map[int]bool{}, env: []string{"HOME=/", "TERM=linux"}}
+	p := &parser{c: c, env: []string{"HOME=/", "TERM=linux"}}
 
 	// Phase 1: the UML setup table, on each argv element by prefix.
 	length, dashes := 0, false

@@ -464,3 +464,59 @@ func TestLineErrors(t *testing.T) {
 		t.Errorf("a refused line must not exist: %+v", c.Con[1])
 	}
 }
+
+// TestHotplugConfig: the mconsole `config <dev>=<spec>` parsers, with the
+// replies recorded from the C kernel (Debian's uml_mconsole against
+// linux.uml 6.1.176).
+func TestHotplugConfig(t *testing.T) {
+	for _, tc := range []struct{ kind, rest, err string }{
+		{"con", "=null", "Can't configure all devices from mconsole"},
+		{"con", "99=null", "Device number out of range"},
+		{"con", "x=null", "Couldn't parse device number"},
+		{"con", "1=bogus", "failed to parse channel pair"},
+		{"con", "1=fd", "failed to parse channel pair"},
+		{"con", "2=null,fd:2", ""},
+		{"ssl", "5=pts", ""},
+		{"ssl", "63=pts", ""},
+		{"ssl", "64=pts", "Device number out of range"},
+	} {
+		l, err := ParseLineConfig(tc.kind, tc.rest)
+		if (err == nil) != (tc.err == "") || err != nil && err.Error() != tc.err {
+			t.Errorf("%s%s: %v, want %q", tc.kind, tc.rest, err, tc.err)
+		}
+		if err == nil && (l.Unit == 0 || !l.Valid()) {
+			t.Errorf("%s%s: %+v", tc.kind, tc.rest, l)
+		}
+	}
+	l, _ := ParseLineConfig("con", "2=null,fd:2")
+	if l.ConfigString() != "null" || l.Out.FD != 2 {
+		t.Errorf("%+v", l)
+	}
+	for _, tc := range []struct{ rest, err string }{
+		{"x=mcast", "Bad device number"},
+		{"7", "Expected '=' after device number"},
+		{"7=mcast,,,x", "mcast_setup - Bad port : 'x'"},
+	} {
+		if _, _, err := ParseEthConfig(tc.rest); err == nil || err.Error() != tc.err {
+			t.Errorf("eth%s: %v, want %q", tc.rest, err, tc.err)
+		}
+	}
+	if e, _, err := ParseEthConfig("3=mcast"); err != nil || e.Unit != 3 || e.Port != 1102 {
+		t.Errorf("eth3=mcast: %+v %v", e, err)
+	}
+	if _, _, err := ParseVecConfig("x:transport=tap"); err == nil || err.Error() != "Bad device number" {
+		t.Errorf("vecx: %v", err)
+	}
+	if v, _, err := ParseVecConfig("0:transport=tap"); err != nil || v.Transport != "tap" {
+		t.Errorf("vec0: %+v %v", v, err)
+	}
+	for _, tc := range []struct{ rest, err string }{
+		{"8d=a,b", "Can't specify both 'd' and a cow file"},
+		{"q=a", "Device number out of range"},
+		{"9rrrrrrr=x", "Too many flags specified"},
+	} {
+		if _, err := ParseUbd(tc.rest, false); err == nil || err.Error() != tc.err {
+			t.Errorf("ubd%s: %v, want %q", tc.rest, err, tc.err)
+		}
+	}
+}

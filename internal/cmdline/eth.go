@@ -1,6 +1,7 @@
 package cmdline
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -53,24 +54,48 @@ func (e *Eth) String() string { return e.Name() + "=" + e.Spec }
 // EthTransports lists the transports this parser knows.
 var EthTransports = []string{"tuntap", "ethertap", "daemon", "mcast", "ucast", "slip", "slirp", "vde", "pcap"}
 
-type ethPending struct {
+// netPending is a network option accepted on the command line and
+// configured later (in the kernel: at the device initcall).
+type netPending struct {
 	unit int
 	spec string
 	word string
 }
 
-// ethSetup is the kernel's eth_setup on the text after "eth".
-func (p *parser) ethSetup(rest string) {
+// splitEthUnit is the kernel's eth_parse: "<n>=<spec>".
+func splitEthUnit(rest string) (int, string, error) {
 	v, n := strtoul(rest, 0)
 	if n == 0 {
-		p.warn(Error, "", "eth_setup - Couldn't parse '%s' : %s", rest, "Bad device number")
-		return
+		return 0, "", errors.New("Bad device number")
 	}
 	if n >= len(rest) || rest[n] != '=' {
-		p.warn(Error, "", "eth_setup - Couldn't parse '%s' : %s", rest, "Expected '=' after device number")
+		return 0, "", errors.New("Expected '=' after device number")
+	}
+	return int(int32(uint32(v))), rest[n+1:], nil
+}
+
+// ethSetup is the kernel's eth_setup on the text after "eth".
+func (p *parser) ethSetup(rest string) {
+	unit, spec, err := splitEthUnit(rest)
+	if err != nil {
+		p.warn(Error, "", "eth_setup - Couldn't parse '%s' : %s", rest, err)
 		return
 	}
-	p.ethQueue = append(p.ethQueue, ethPending{unit: int(int32(uint32(v))), spec: rest[n+1:], word: rest})
+	p.ethQueue = append(p.ethQueue, netPending{unit: unit, spec: spec, word: rest})
+}
+
+// ParseEthConfig parses the argument of an mconsole `config ethN=<spec>`
+// (rest is the text after "eth"). Whether unit N already exists is the
+// caller's check ("Device already configured"). Note the C kernel's
+// replies: a bad unit gives "ERR <error>" (err -EINVAL), an unknown
+// transport "ERR " with an empty text, and a transport that refuses its
+// fields still "OK " (the refusal is only logged).
+func ParseEthConfig(rest string) (*Eth, []Warning, error) {
+	unit, spec, err := splitEthUnit(rest)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ParseEth(unit, spec)
 }
 
 // ParseEth parses the text after "ethN=" for unit n. Warnings are the
@@ -270,20 +295,33 @@ func ParseMAC(s, dev string) (net.HardwareAddr, []Warning) {
 }
 
 func (p *parser) setupEth() {
-	for _, q := range p.ethQueue {
-		dev := fmt.Sprintf("eth%d", q.unit)
-		if p.ethSeen[q.unit] {
-			p.warn(Error, dev, "eth_setup - Couldn't parse '%s' : %s", q.word, "Device already configured")
+	p.setupNet(p.ethQueue, "eth", "eth_setup", func(q netPending) ([]Warning, error) {
+		e, ws, err := ParseEth(q.unit, q.spec)
+		if err == nil {
+			p.c.Eth = append(p.c.Eth, e)
+		}
+		return ws, err
+	})
+}
+
+// setupNet configures queued network devices in order; a unit given twice
+// keeps its first configuration (the C kernel fails to register the
+// second device under the same name).
+func (p *parser) setupNet(queue []netPending, kind, who string, configure func(netPending) ([]Warning, error)) {
+	seen := map[int]bool{}
+	for _, q := range queue {
+		dev := fmt.Sprintf("%s%d", kind, q.unit)
+		if seen[q.unit] {
+			p.warn(Error, dev, "%s - Couldn't parse '%s' : %s", who, q.word, "Device already configured")
 			continue
 		}
-		e, ws, err := ParseEth(q.unit, q.spec)
+		ws, err := configure(q)
 		p.ws = append(p.ws, ws...)
 		if err != nil {
 			p.warn(Error, dev, "%s", err)
 			continue
 		}
-		p.ethSeen[q.unit] = true
-		p.c.Eth = append(p.c.Eth, e)
+		seen[q.unit] = true
 	}
 }
 
@@ -330,26 +368,39 @@ var vecNumeric = map[string]bool{
 	"pin_counter": true, "bpfflash": true, "fd": true,
 }
 
-type vecPending struct {
-	unit int
-	spec string
-	word string
-}
-
-// vecSetup is the kernel's vector_setup on the text after "vec".
-func (p *parser) vecSetup(rest string) {
+// splitVecUnit is the kernel's vector_parse: "<n>:<spec>". On error it
+// also returns the text the kernel shows (cut at the ':').
+func splitVecUnit(rest string) (int, string, string, error) {
 	i := strings.IndexByte(rest, ':')
 	if i < 0 {
-		p.warn(Error, "", "vector_setup - Couldn't parse '%s' : %s", rest, "Expected ':' after device number")
-		return
+		return 0, "", rest, errors.New("Expected ':' after device number")
 	}
 	num := rest[:i]
 	v, ok := fullUint(strings.TrimPrefix(num, "+"), 0)
 	if !ok || v > 0xffffffff || len(num) > 12 {
-		p.warn(Error, "", "vector_setup - Couldn't parse '%s' : %s", num, "Bad device number")
+		return 0, "", num, errors.New("Bad device number")
+	}
+	return int(v), rest[i+1:], "", nil
+}
+
+// vecSetup is the kernel's vector_setup on the text after "vec".
+func (p *parser) vecSetup(rest string) {
+	unit, spec, shown, err := splitVecUnit(rest)
+	if err != nil {
+		p.warn(Error, "", "vector_setup - Couldn't parse '%s' : %s", shown, err)
 		return
 	}
-	p.vecQueue = append(p.vecQueue, vecPending{unit: int(v), spec: rest[i+1:], word: rest})
+	p.vecQueue = append(p.vecQueue, netPending{unit: unit, spec: spec, word: rest})
+}
+
+// ParseVecConfig parses the argument of an mconsole `config vecN:<spec>`
+// (rest is the text after "vec").
+func ParseVecConfig(rest string) (*Vec, []Warning, error) {
+	unit, spec, _, err := splitVecUnit(rest)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ParseVec(unit, spec)
 }
 
 // ParseVec parses the text after "vecN:" for unit n.
@@ -397,19 +448,11 @@ func ParseVec(unit int, spec string) (*Vec, []Warning, error) {
 }
 
 func (p *parser) setupVec() {
-	for _, q := range p.vecQueue {
-		dev := fmt.Sprintf("vec%d", q.unit)
-		if p.vecSeen[q.unit] {
-			p.warn(Error, dev, "vector_setup - Couldn't parse '%s' : %s", q.word, "Device already configured")
-			continue
-		}
+	p.setupNet(p.vecQueue, "vec", "vector_setup", func(q netPending) ([]Warning, error) {
 		v, ws, err := ParseVec(q.unit, q.spec)
-		p.ws = append(p.ws, ws...)
-		if err != nil {
-			p.warn(Error, dev, "%s", err)
-			continue
+		if err == nil {
+			p.c.Vec = append(p.c.Vec, v)
 		}
-		p.vecSeen[q.unit] = true
-		p.c.Vec = append(p.c.Vec, v)
-	}
+		return ws, err
+	})
 }

@@ -1,6 +1,7 @@
 package cmdline
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -193,6 +194,19 @@ func ParseChannelPair(spec string) (in, out Channel, none bool, err error) {
 	return in, out, false, err
 }
 
+// splitLineUnit parses "<n>=<spec>" as the kernel's line_setup and
+// line_config do (n is a C number below max).
+func splitLineUnit(rest string, max int) (int, string, error) {
+	v, n := strtoul(rest, 0)
+	if n == 0 || n >= len(rest) || rest[n] != '=' {
+		return 0, "", errors.New("Couldn't parse device number")
+	}
+	if v >= uint64(max) {
+		return 0, "", errors.New("Device number out of range")
+	}
+	return int(v), rest[n+1:], nil
+}
+
 // lineSetup is the kernel's line_setup for a "con…"/"ssl…" word (rest is
 // the text after "con"/"ssl").
 func (p *parser) lineSetup(kind, rest string) {
@@ -208,21 +222,42 @@ func (p *parser) lineSetup(kind, rest string) {
 		}
 		return
 	}
-	v, n := strtoul(rest, 0)
-	if n == 0 || n >= len(rest) || rest[n] != '=' {
-		p.warn(Error, "", "Failed to set up %s with configuration string \"%s\" : Couldn't parse device number", name, rest)
+	unit, spec, err := splitLineUnit(rest, max)
+	if err != nil {
+		p.warn(Error, "", "Failed to set up %s with configuration string \"%s\" : %s", name, rest, err)
 		return
 	}
-	if v >= uint64(max) {
-		p.warn(Error, "", "Failed to set up %s with configuration string \"%s\" : Device number out of range", name, rest)
-		return
-	}
-	spec := rest[n+1:]
 	if kind == "con" {
-		p.conConf[v] = &spec
+		p.conConf[unit] = &spec
 	} else {
-		p.sslConf[v] = &spec
+		p.sslConf[unit] = &spec
 	}
+}
+
+// ParseLineConfig parses the argument of an mconsole `config conN=<spec>`
+// or `config sslN=<spec>` (rest is the text after "con"/"ssl"; kind is
+// "con" or "ssl"), with the kernel's line_config error texts. A refused
+// channel spec gives the error "failed to parse channel pair".
+func ParseLineConfig(kind, rest string) (Line, error) {
+	max := MaxCon
+	if kind == "ssl" {
+		max = MaxSsl
+	}
+	if strings.HasPrefix(rest, "=") {
+		return Line{}, errors.New("Can't configure all devices from mconsole")
+	}
+	unit, spec, err := splitLineUnit(rest, max)
+	if err != nil {
+		return Line{}, err
+	}
+	l := Line{Kind: kind, Unit: unit, Spec: spec, Source: FromUnit}
+	var cerr error
+	l.In, l.Out, l.None, cerr = ParseChannelPair(spec)
+	if cerr != nil {
+		l.Err = cerr.Error()
+		return l, errors.New("failed to parse channel pair")
+	}
+	return l, nil
 }
 
 // setupLines applies defaults and parses every line's channels (the
