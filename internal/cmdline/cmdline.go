@@ -156,7 +156,9 @@ type Config struct {
 	// the default ($HOME/.uml/).
 	UMLDir string
 
-	// Root is root= ("" when not given: the kernel then uses 98:0, ubda).
+	// Root is root= as the kernel sees it: the given value, or "98:0"
+	// (ubda) from the appended default; "" when the default landed after
+	// "--" (the C kernel then panics: no root device).
 	Root string
 	// ReadOnly is true for "ro", false for "rw" (the last one wins);
 	// ReadOnlySet tells whether either was given.
@@ -165,7 +167,8 @@ type Config struct {
 	Init, RDInit string
 	// RootFSType and RootFlags are rootfstype= and rootflags=.
 	RootFSType, RootFlags string
-	// Console lists the console= values in order.
+	// Console lists the console= values in order ("tty0" from the
+	// appended default when none was given).
 	Console []string
 	// Initrd is initrd=<file>.
 	Initrd string
@@ -257,15 +260,6 @@ func (c *Config) UnknownLine() string {
 	return fmt.Sprintf("Unknown kernel command line parameters \"%s\", will be passed to user space.", strings.Join(c.Unknown, " "))
 }
 
-// RootDevice returns the root device the kernel will use: root= or, when
-// root= was not given before "--", the appended default "98:0".
-func (c *Config) RootDevice() string {
-	if c.Root != "" {
-		return c.Root
-	}
-	return "98:0"
-}
-
 // Device answers an mconsole `config <name>` query the way the 6.1 kernel
 // does (verified with Debian's uml_mconsole against linux.uml): the device
 // is matched by prefix ("ubd", "con", "ssl", "eth", "vec"); a ubd reports
@@ -337,12 +331,8 @@ func Parse(args []string) (*Config, Warnings, error) {
 		if !add {
 			continue
 		}
-		if length > 0 {
-			length++
-		}
-		length += len(a)
-		if length+1 > CommandLineSize {
-			return c, p.ws, fmt.Errorf("add_arg: Too many command line arguments!")
+		if err := addArg(&length, a); err != nil {
+			return c, p.ws, err
 		}
 		c.cmdline = append(c.cmdline, a)
 		if dashes {
@@ -350,6 +340,14 @@ func Parse(args []string) (*Config, Warnings, error) {
 		} else if a == "--" {
 			dashes = true
 			c.AfterDashes = []string{}
+		}
+	}
+
+	for _, a := range []string{DefaultRootArg, DefaultConsArg} {
+		if (a == DefaultRootArg && !c.haveRoot) || (a == DefaultConsArg && !c.haveCons) {
+			if err := addArg(&length, a); err != nil {
+				return c, p.ws, err
+			}
 		}
 	}
 
@@ -369,6 +367,19 @@ func Parse(args []string) (*Config, Warnings, error) {
 	c.InitArgs = p.argv
 	c.InitEnv = p.env
 	return c, p.ws, nil
+}
+
+// addArg is the kernel's add_arg length check (COMMAND_LINE_SIZE); the C
+// kernel prints the error and exits 1.
+func addArg(length *int, a string) error {
+	if *length+len(a)+1 > CommandLineSize {
+		return errors.New("add_arg: Too many command line arguments!")
+	}
+	if *length > 0 {
+		*length++
+	}
+	*length += len(a)
+	return nil
 }
 
 // umlSetup applies the UML setup table to one argv element. It returns

@@ -148,8 +148,12 @@ func TestGeneralOptions(t *testing.T) {
 	if c.ReadOnly || !c.ReadOnlySet || !reflect.DeepEqual(c.Console, []string{"tty0"}) {
 		t.Errorf("rw/console: %+v %q", c.ReadOnly, c.Console)
 	}
-	if c.RootDevice() != "98:0" {
-		t.Errorf("RootDevice = %q", c.RootDevice())
+	if c.Root != "98:0" {
+		t.Errorf("Root = %q, want the appended 98:0", c.Root)
+	}
+	c, _, _ = Parse([]string{"ubd0=x", "--", "sh"})
+	if c.Root != "" || !reflect.DeepEqual(c.Console, []string(nil)) || !reflect.DeepEqual(c.InitArgs, []string{"sh", "root=98:0", "console=tty0"}) {
+		t.Errorf("defaults after --: root %q console %q argv %q", c.Root, c.Console, c.InitArgs)
 	}
 }
 
@@ -247,8 +251,13 @@ func TestTooManyInitArgs(t *testing.T) {
 	if _, _, err := Parse(append(args, "w")); err == nil || err.Error() != "Too many boot init vars at `w'" {
 		t.Fatalf("32 words: %v", err)
 	}
-	if _, _, err := Parse([]string{strings.Repeat("x", CommandLineSize)}); err == nil {
-		t.Fatal("oversized command line accepted")
+	// COMMAND_LINE_SIZE counts the appended defaults too.
+	fits := strings.Repeat("x", CommandLineSize-len(" root=98:0 console=tty0"))
+	if _, _, err := Parse([]string{fits}); err != nil {
+		t.Fatalf("%d bytes: %v", len(fits), err)
+	}
+	if _, _, err := Parse([]string{fits + "x"}); err == nil || err.Error() != "add_arg: Too many command line arguments!" {
+		t.Fatalf("oversized command line: %v", err)
 	}
 }
 

@@ -71,7 +71,11 @@ func splitEthUnit(rest string) (int, string, error) {
 	if n >= len(rest) || rest[n] != '=' {
 		return 0, "", errors.New("Expected '=' after device number")
 	}
-	return int(int32(uint32(v))), rest[n+1:], nil
+	unit := int(int32(uint32(v)))
+	if unit < 0 {
+		return 0, "", errors.New("Bad device number")
+	}
+	return unit, rest[n+1:], nil
 }
 
 // ethSetup is the kernel's eth_setup on the text after "eth".
