@@ -404,3 +404,48 @@ type Sysinfo struct {
 type Rlimit struct {
 	Cur, Max uint64
 }
+
+// seccomp user-notification ioctls and flags (linux/seccomp.h).
+const (
+	SECCOMP_IOCTL_NOTIF_RECV     = 0xc0502100
+	SECCOMP_IOCTL_NOTIF_SEND     = 0xc0182101
+	SECCOMP_IOCTL_NOTIF_ID_VALID = 0x40082102
+	SECCOMP_IOCTL_NOTIF_ADDFD    = 0x40182103
+
+	SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+	SECCOMP_ADDFD_FLAG_SETFD         = 1
+	SECCOMP_ADDFD_FLAG_SEND          = 2
+)
+
+// SeccompData is struct seccomp_data, what a filter and a notification see.
+type SeccompData struct {
+	Nr   int32
+	Arch uint32
+	IP   uint64
+	Args [6]uint64
+}
+
+// SeccompNotif is struct seccomp_notif (SECCOMP_IOCTL_NOTIF_RECV).
+type SeccompNotif struct {
+	ID    uint64
+	Pid   uint32
+	Flags uint32
+	Data  SeccompData
+}
+
+// SeccompNotifResp is struct seccomp_notif_resp (SECCOMP_IOCTL_NOTIF_SEND).
+type SeccompNotifResp struct {
+	ID    uint64
+	Val   int64
+	Error int32
+	Flags uint32
+}
+
+// SeccompNotifAddfd is struct seccomp_notif_addfd (SECCOMP_IOCTL_NOTIF_ADDFD).
+type SeccompNotifAddfd struct {
+	ID         uint64
+	Flags      uint32
+	Srcfd      uint32
+	Newfd      uint32
+	NewfdFlags uint32
+}

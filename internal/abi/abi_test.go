@@ -29,6 +29,10 @@ func TestLayouts(t *testing.T) {
 		{"sysinfo.procs offset", unsafe.Offsetof(Sysinfo{}.Procs), 80},
 		{"sysinfo.mem_unit offset", unsafe.Offsetof(Sysinfo{}.Unit), 104},
 		{"timespec", unsafe.Sizeof(Timespec{}), 16},
+		{"seccomp_data", unsafe.Sizeof(SeccompData{}), SeccompDataSize},
+		{"seccomp_notif", unsafe.Sizeof(SeccompNotif{}), 80},
+		{"seccomp_notif_resp", unsafe.Sizeof(SeccompNotifResp{}), 24},
+		{"seccomp_notif_addfd", unsafe.Sizeof(SeccompNotifAddfd{}), 24},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %d, want %d", c.name, c.got, c.want)

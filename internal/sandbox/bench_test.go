@@ -50,7 +50,8 @@ func TestBenchEmulatedTrap(t *testing.T) {
 	emu, nat := timedRun(t, Config{Policy: pol, Handler: &testHandler{emulate: map[int]int64{abi.SYS_GETPPID: 7}}}, "tloop", n, nr)
 	pass, _ := timedRun(t, Config{Policy: pol}, "tloop", n, nr)
 	pinned, _ := timedRun(t, Config{Policy: pol, Pin: true, Handler: &testHandler{emulate: map[int]int64{abi.SYS_GETPPID: 7}}}, "tloop", n, nr)
-	t.Logf("BENCH: 100k getppid traps: emulated %.1f µs/trap (pinned to one CPU %.1f), traced+native %.1f µs/trap; native %.0f ns; ratio %.0fx", emu/1000, pinned/1000, pass/1000, nat, emu/nat)
+	notif, _ := timedRun(t, Config{Handler: &notifHandler{}, Notify: []int{abi.SYS_GETPPID}}, "tloop", n, nr)
+	t.Logf("BENCH: 100k getppid traps: ptrace-emulated %.1f µs/trap (pinned to one CPU %.1f), traced+native %.1f µs, user-notif-emulated %.1f µs; native %.0f ns; ptrace ratio %.0fx", emu/1000, pinned/1000, pass/1000, notif/1000, nat, emu/nat)
 }
 
 // TestBenchNativeGetppid: 1M getppid allowed by the filter against no

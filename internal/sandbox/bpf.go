@@ -28,6 +28,24 @@ func (p *Policy) Compile() ([]abi.SockFilter, error) {
 	if p.Default == RetAllow {
 		return nil, fmt.Errorf("sandbox: a policy's default must not be ALLOW")
 	}
+	return p.compile()
+}
+
+// NotifyFilter compiles the second, stacked filter that sends the syscalls
+// nrs to the engine's user-notification listener and allows the rest (the
+// first filter still decides those). exec must stay traced.
+func NotifyFilter(nrs []int) ([]abi.SockFilter, error) {
+	p := &Policy{Rules: map[int]Rule{}, Default: RetAllow}
+	for _, nr := range nrs {
+		if nr == abi.SYS_EXECVE || nr == abi.SYS_EXECVEAT {
+			return nil, fmt.Errorf("sandbox: exec (syscall %d) cannot go to user notification", nr)
+		}
+		p.Rules[nr] = Rule{Else: RetUserNotif}
+	}
+	return p.compile()
+}
+
+func (p *Policy) compile() ([]abi.SockFilter, error) {
 	for nr, r := range p.Rules {
 		if nr < 0 || nr >= abi.X32_SYSCALL_BIT {
 			return nil, fmt.Errorf("sandbox: syscall number %d out of range", nr)

@@ -19,6 +19,9 @@ const (
 	RetTrace Ret = abi.SECCOMP_RET_TRACE
 	// RetKill kills the whole guest process.
 	RetKill Ret = abi.SECCOMP_RET_KILL_PROCESS
+	// RetUserNotif sends the syscall to the engine's user-notification
+	// listener (see Config.Notify).
+	RetUserNotif Ret = abi.SECCOMP_RET_USER_NOTIF
 )
 
 // RetErrno fails the syscall with errno e without running it.
@@ -33,6 +36,8 @@ func (r Ret) String() string {
 		return "TRACE"
 	case r == RetKill:
 		return "KILL"
+	case r == RetUserNotif:
+		return "USER_NOTIF"
 	case uint32(r)&abi.SECCOMP_RET_ACTION_FULL == abi.SECCOMP_RET_ERRNO:
 		return fmt.Sprintf("ERRNO(%d)", uint32(r)&abi.SECCOMP_RET_DATA)
 	}

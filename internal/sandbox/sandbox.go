@@ -61,6 +61,7 @@ func MaybeStub() {
 // stubConfig is what the engine sends the stub over its control pipe.
 type stubConfig struct {
 	Filter []abi.SockFilter
+	Notify []abi.SockFilter // optional second filter with a listener
 	Path   string
 	Argv   []string
 	Env    []string
@@ -134,6 +135,15 @@ func runStub(spec string) error {
 		abi.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
 		return fmt.Errorf("seccomp: %w", e)
 	}
+	if len(cfg.Notify) > 0 {
+		// The listener fd is O_CLOEXEC; the engine takes a copy with
+		// pidfd_getfd at the stub's exec stop, before it is closed.
+		nprog := abi.SockFprog{Len: uint16(len(cfg.Notify)), Filter: &cfg.Notify[0]}
+		if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, abi.SECCOMP_SET_MODE_FILTER,
+			abi.SECCOMP_FILTER_FLAG_NEW_LISTENER, uintptr(unsafe.Pointer(&nprog))); e != 0 {
+			return fmt.Errorf("seccomp listener: %w", e)
+		}
+	}
 	// From here on every syscall of this thread goes through the filter;
 	// the tracer lets the stub's own traced syscalls run.
 	var e syscall.Errno
@@ -168,6 +178,11 @@ type Config struct {
 	// Handler serves trapped syscalls and receives events; nil means
 	// PassThrough.
 	Handler Handler
+	// Notify lists syscalls served through seccomp user notification
+	// instead of ptrace: cheaper per call, and the only way to install an
+	// engine-made fd in the guest (Notification.AddFd). Handler must then
+	// implement Notifier. Exec cannot be among them.
+	Notify []int
 	// HostUID and HostGID are the host ids the guest's uid 0 and gid 0 map
 	// to. Zero values mean the engine's own effective ids; set them to an
 	// unprivileged id (e.g. 65534) to run guests as nobody on the host.
@@ -195,6 +210,8 @@ type Sandbox struct {
 	cfg     Config
 	handler Handler
 	filter  []abi.SockFilter
+	notify  []abi.SockFilter
+	notifs  chan struct{} // closed when the notification loop ends
 	started chan error
 	done    chan struct{}
 	status  unix.WaitStatus
@@ -224,7 +241,16 @@ func Start(cfg Config) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sandbox{cfg: cfg, handler: cfg.Handler, filter: filter,
+	var notify []abi.SockFilter
+	if len(cfg.Notify) > 0 {
+		if _, ok := cfg.Handler.(Notifier); !ok {
+			return nil, errors.New("sandbox: Config.Notify needs a Handler that implements Notifier")
+		}
+		if notify, err = NotifyFilter(cfg.Notify); err != nil {
+			return nil, err
+		}
+	}
+	s := &Sandbox{cfg: cfg, handler: cfg.Handler, filter: filter, notify: notify,
 		started: make(chan error, 1), done: make(chan struct{}), tasks: map[int]*Task{}, early: map[int]int{}}
 	if s.handler == nil {
 		s.handler = PassThrough{}
@@ -331,7 +357,7 @@ func (s *Sandbox) spawn() (statusR *os.File, err error) {
 	}
 	s.tasks[s.Pid] = &Task{Tid: s.Pid, Tgid: s.Pid, stub: true, started: true, announced: true}
 	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(stubConfig{Filter: s.filter, Path: s.cfg.Path, Argv: s.cfg.Argv, Env: s.cfg.Env}); err != nil {
+	if err := gob.NewEncoder(&buf).Encode(stubConfig{Filter: s.filter, Notify: s.notify, Path: s.cfg.Path, Argv: s.cfg.Argv, Env: s.cfg.Env}); err != nil {
 		unix.Kill(s.Pid, unix.SIGKILL)
 		statR.Close()
 		return nil, err

@@ -375,7 +375,8 @@ func TestUnprivileged(t *testing.T) {
 	tests := []string{"TestGuestIdentity", "TestExitStatus", "TestSignals", "TestPipeline", "TestMemfdInit",
 		"TestHostileSyscalls", "TestX32Killed", "TestEmulatedTrap", "TestExecRedirect", "TestEngineDeath",
 		"TestGroupStop", "TestThreadsAndExitStops", "TestVforkSpawn", "TestSandboxInvariants",
-		"TestKillAction", "TestExecFromThread", "TestDynamicExecRedirect", "TestScriptExec"}
+		"TestKillAction", "TestExecFromThread", "TestDynamicExecRedirect", "TestScriptExec",
+		"TestNotifyAddFd", "TestNotifyEmulate", "TestManyProcesses", "TestLargeConfig"}
 	cmd := exec.Command(bin, "-test.v", "-test.count=1", "-test.run", "^("+strings.Join(tests, "|")+")$")
 	cmd.Dir = dir
 	cmd.Env = []string{"UMLTOOLS_SANDBOX_UNPRIV=1", "PATH=/usr/bin:/bin", "TMPDIR=/tmp", "HOME=" + dir}
@@ -456,5 +457,21 @@ func TestLargeConfig(t *testing.T) {
 	ws, out := runGuest(t, Config{Env: env, Argv: []string{"sh", "-c", "echo $((${#A}+${#B}+${#C}+${#D}))"}})
 	if out != "245760\n" || ws.ExitStatus() != 0 {
 		t.Errorf("output %q status %v", out, ws)
+	}
+}
+
+// TestManyProcesses: hundreds of concurrent short-lived processes (the
+// creation-event/first-stop race happens both ways) all get announced and
+// reaped; the handler sees as many exits as clones plus the init.
+func TestManyProcesses(t *testing.T) {
+	needBusybox(t)
+	h := &testHandler{}
+	ws, out := runGuest(t, Config{Handler: h, Argv: []string{"sh", "-c",
+		"for i in $(seq 1 300); do (echo $i | cat >/dev/null) & done; wait; echo done"}})
+	if out != "done\n" || ws.ExitStatus() != 0 {
+		t.Fatalf("output %q status %v", out, ws)
+	}
+	if h.events[EvClone] < 600 || h.events[EvExit] != h.events[EvClone]+1 {
+		t.Errorf("events %v: want ≥ 600 clones and one more exit", h.events)
 	}
 }

@@ -33,6 +33,11 @@ func (s *Sandbox) tracer() {
 		return
 	}
 	defer statR.Close()
+	defer func() {
+		if s.notifs != nil {
+			<-s.notifs
+		}
+	}()
 	execed := false
 	for {
 		var ws unix.WaitStatus
@@ -163,7 +168,14 @@ func (s *Sandbox) syscall(t *Task) {
 		return // gone (ESRCH): its exit is reported by wait4
 	}
 	if t.stub {
-		// The engine's own stub: its exec and runtime calls run.
+		// The engine's own stub: its exec and runtime calls run. At its
+		// exec the notification listener (if any) is taken over.
+		if (regs.OrigRax == abi.SYS_EXECVE || regs.OrigRax == abi.SYS_EXECVEAT) && len(s.notify) > 0 && s.notifs == nil {
+			if err := s.takeListener(t.Tid); err != nil {
+				s.err = err
+				unix.Kill(s.Pid, unix.SIGKILL)
+			}
+		}
 		resume(t.Tid, 0)
 		return
 	}

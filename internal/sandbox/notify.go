@@ -1,0 +1,178 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/abi"
+)
+
+// Notifier is implemented by Handlers that serve the syscalls listed in
+// Config.Notify. Notify runs on the sandbox's notification goroutine, not
+// on the tracer thread: state it shares with Syscall and Event needs a
+// lock. It must answer n exactly once (Return, Fail, AddFd or Continue);
+// an unanswered notification fails with ENOSYS.
+type Notifier interface {
+	Notify(n *Notification)
+}
+
+// Notification is one syscall stopped in seccomp user notification.
+type Notification struct {
+	// ID identifies the notification to the kernel.
+	ID uint64
+	// Pid is the host tid of the calling thread.
+	Pid int
+	// Nr, Args and IP are the syscall number, arguments and address.
+	Nr   int
+	Args [6]uint64
+	IP   uint64
+
+	listener int
+	answered bool
+}
+
+// ErrGone is returned when the notifying thread no longer waits (killed,
+// or interrupted by a signal): the answer is dropped.
+var ErrGone = errors.New("notification no longer valid")
+
+func (n *Notification) ioctl(req uintptr, arg unsafe.Pointer) error {
+	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(n.listener), req, uintptr(arg))
+	if e == unix.ENOENT {
+		return ErrGone
+	}
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Valid reports whether the thread still waits for this notification. Call
+// it after reading guest memory and before acting on what was read: the pid
+// could otherwise have been reused.
+func (n *Notification) Valid() bool {
+	id := n.ID
+	return n.ioctl(abi.SECCOMP_IOCTL_NOTIF_ID_VALID, unsafe.Pointer(&id)) == nil
+}
+
+// Task returns a Task view of the calling thread for memory access
+// (ReadMem, ReadString, WriteMem).
+func (n *Notification) Task() *Task { return &Task{Tid: n.Pid, Tgid: n.Pid} }
+
+func (n *Notification) send(val int64, errno int, flags uint32) error {
+	n.answered = true
+	r := abi.SeccompNotifResp{ID: n.ID, Val: val, Error: int32(-errno), Flags: flags}
+	return n.ioctl(abi.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(&r))
+}
+
+// Return answers the syscall with result v (>= 0).
+func (n *Notification) Return(v int64) error { return n.send(v, 0, 0) }
+
+// Fail answers the syscall with errno e.
+func (n *Notification) Fail(e int) error { return n.send(0, e, 0) }
+
+// Continue lets the syscall run on the host as the guest issued it. The
+// kernel reads pointer arguments again afterwards, so this is never a
+// security decision on those (TOCTOU); use it for pass-through only.
+func (n *Notification) Continue() error {
+	return n.send(0, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+}
+
+// AddFd installs a copy of f in the calling process at its lowest free fd
+// and answers the syscall with that number, atomically (ADDFD|SEND): the
+// way open-like syscalls return an engine-made object.
+func (n *Notification) AddFd(f *os.File, cloexec bool) (int, error) {
+	n.answered = true
+	a := abi.SeccompNotifAddfd{ID: n.ID, Flags: abi.SECCOMP_ADDFD_FLAG_SEND, Srcfd: uint32(f.Fd())}
+	if cloexec {
+		a.NewfdFlags = unix.O_CLOEXEC
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(n.listener), abi.SECCOMP_IOCTL_NOTIF_ADDFD, uintptr(unsafe.Pointer(&a)))
+	if e == unix.ENOENT {
+		return -1, ErrGone
+	}
+	if e != 0 {
+		return -1, fmt.Errorf("seccomp ADDFD: %w", e)
+	}
+	return int(r), nil
+}
+
+// AddFdAt installs a copy of f at fd number target in the calling process
+// (replacing what is there, as dup2 does) without answering the syscall.
+func (n *Notification) AddFdAt(f *os.File, target int, cloexec bool) error {
+	a := abi.SeccompNotifAddfd{ID: n.ID, Flags: abi.SECCOMP_ADDFD_FLAG_SETFD, Srcfd: uint32(f.Fd()), Newfd: uint32(target)}
+	if cloexec {
+		a.NewfdFlags = unix.O_CLOEXEC
+	}
+	return n.ioctl(abi.SECCOMP_IOCTL_NOTIF_ADDFD, unsafe.Pointer(&a))
+}
+
+// takeListener copies the stub's listener fd into the engine (it is the
+// stub's only "anon_inode:seccomp notify" fd) and starts the notification
+// loop.
+func (s *Sandbox) takeListener(tid int) error {
+	dir := "/proc/" + strconv.Itoa(tid) + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("sandbox: listener: %w", err)
+	}
+	num := -1
+	for _, e := range ents {
+		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && l == "anon_inode:seccomp notify" {
+			num, _ = strconv.Atoi(e.Name())
+		}
+	}
+	if num < 0 {
+		return fmt.Errorf("sandbox: the stub has no seccomp listener")
+	}
+	pidfd, err := unix.PidfdOpen(tid, 0)
+	if err != nil {
+		return fmt.Errorf("sandbox: pidfd_open of stub: %w", err)
+	}
+	defer unix.Close(pidfd)
+	fd, err := unix.PidfdGetfd(pidfd, num, 0)
+	if err != nil {
+		return fmt.Errorf("sandbox: pidfd_getfd of the listener: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	s.notifs = make(chan struct{})
+	go s.notifyLoop(fd, s.handler.(Notifier))
+	return nil
+}
+
+// notifyLoop receives notifications until no guest process uses the filter
+// any more (the listener then polls POLLHUP).
+func (s *Sandbox) notifyLoop(fd int, h Notifier) {
+	defer close(s.notifs)
+	defer unix.Close(fd)
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, -1); err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return
+		}
+		if pfd[0].Revents&unix.POLLIN == 0 {
+			if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+				return
+			}
+			continue
+		}
+		var req abi.SeccompNotif
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), abi.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req)))
+		if e != 0 {
+			// ENOENT: the caller went away between poll and recv.
+			continue
+		}
+		n := &Notification{ID: req.ID, Pid: int(req.Pid), Nr: int(req.Data.Nr), Args: req.Data.Args, IP: req.Data.IP, listener: fd}
+		h.Notify(n)
+		if !n.answered {
+			n.Fail(abi.ENOSYS)
+		}
+	}
+}
