@@ -529,3 +529,31 @@ func TestHotplugConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestIssue8Lines: the engine milestone's acceptance command lines. The
+// second one shows why AfterDashes exists: the C kernel re-splits the
+// quoted script at spaces and appends root=98:0 console=tty0 after "--",
+// so it gets no root device at all (verified: linux.uml panics with
+// `VFS: Cannot open root device "(null)"`).
+func TestIssue8Lines(t *testing.T) {
+	c, ws, err := Parse([]string{"ubd0=bb.img", "init=/bin/sh", "con0=fd:0,fd:1", "con=null"})
+	if err != nil || ws.Err() != nil || c.Init != "/bin/sh" || c.Root != "98:0" || c.Ubd[0].File != "bb.img" ||
+		c.Con[0].In.FD != 0 || c.Con[0].Out.FD != 1 || c.Con[1].In.Type != ChanNull || len(c.InitArgs) != 0 {
+		t.Errorf("acceptance 1: %+v %v %v", c, ws, err)
+	}
+	script := "echo $$; cat /proc/cmdline; grep -c root /etc/passwd"
+	c, ws, err = Parse([]string{"ubd0=bb.img", "con0=fd:0,fd:1", "con=null", "init=/bin/sh", "--", "-c", script})
+	if err != nil || ws.Err() != nil {
+		t.Fatal(err, ws)
+	}
+	if !reflect.DeepEqual(c.AfterDashes, []string{"-c", script}) {
+		t.Errorf("AfterDashes = %q", c.AfterDashes)
+	}
+	want := append(append([]string{"-c"}, strings.Fields(script)...), "root=98:0", "console=tty0")
+	if !reflect.DeepEqual(c.InitArgs, want) || c.Root != "" {
+		t.Errorf("kernel view: argv %q root %q", c.InitArgs, c.Root)
+	}
+	if c.ProcCmdline() != "ubd0=bb.img con0=fd:0,fd:1 con=null init=/bin/sh -- -c "+script+" root=98:0 console=tty0" {
+		t.Errorf("ProcCmdline = %q", c.ProcCmdline())
+	}
+}
