@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/umltools/umltools/internal/abi"
 	"github.com/umltools/umltools/internal/testutil"
@@ -70,4 +71,27 @@ func TestBenchForkExec(t *testing.T) {
 	sb, nat := timedRun(t, Config{}, "forkexec", "2000", "/bin/busybox", "true")
 	pinned, _ := timedRun(t, Config{Pin: true}, "forkexec", "2000", "/bin/busybox", "true")
 	t.Logf("BENCH: 2000 fork+exec+wait of busybox true: sandbox %.2f ms each (pinned %.2f), native %.2f ms each, ratio %.2fx", sb/1e6, pinned/1e6, nat/1e6, sb/nat)
+}
+
+// TestBenchStart: starting a sandbox (stub re-exec, namespaces, filter,
+// exec) and running busybox true to its end, against running it natively.
+func TestBenchStart(t *testing.T) {
+	testutil.NeedBench(t)
+	needBusybox(t)
+	const n = 50
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if ws, err := Run(Config{Path: "/bin/busybox", Argv: []string{"true"}}); err != nil || ws.ExitStatus() != 0 {
+			t.Fatalf("run: %v %v", ws, err)
+		}
+	}
+	sb := time.Since(start) / n
+	start = time.Now()
+	for i := 0; i < n; i++ {
+		if err := exec.Command("/bin/busybox", "true").Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nat := time.Since(start) / n
+	t.Logf("BENCH: sandbox start to exit of busybox true %.2f ms, native %.2f ms, ratio %.1fx", sb.Seconds()*1e3, nat.Seconds()*1e3, sb.Seconds()/nat.Seconds())
 }
