@@ -92,6 +92,7 @@ const (
 	Error
 )
 
+// String returns "info", "warning" or "error".
 func (l Level) String() string {
 	switch l {
 	case Info:
@@ -114,6 +115,7 @@ type Warning struct {
 	Msg string
 }
 
+// String returns the message text.
 func (w Warning) String() string { return w.Msg }
 
 // Warnings is the list Parse returns.
@@ -343,11 +345,17 @@ func Parse(args []string) (*Config, Warnings, error) {
 		}
 	}
 
-	for _, a := range []string{DefaultRootArg, DefaultConsArg} {
-		if (a == DefaultRootArg && !c.haveRoot) || (a == DefaultConsArg && !c.haveCons) {
-			if err := addArg(&length, a); err != nil {
-				return c, p.ws, err
-			}
+	// The appended defaults count against COMMAND_LINE_SIZE too.
+	var defaults []string
+	if !c.haveRoot {
+		defaults = append(defaults, DefaultRootArg)
+	}
+	if !c.haveCons {
+		defaults = append(defaults, DefaultConsArg)
+	}
+	for _, a := range defaults {
+		if err := addArg(&length, a); err != nil {
+			return c, p.ws, err
 		}
 	}
 

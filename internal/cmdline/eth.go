@@ -51,8 +51,10 @@ func (e *Eth) Name() string { return fmt.Sprintf("eth%d", e.Unit) }
 // String returns the option as given, "ethN=<spec>".
 func (e *Eth) String() string { return e.Name() + "=" + e.Spec }
 
-// EthTransports lists the transports this parser knows.
-var EthTransports = []string{"tuntap", "ethertap", "daemon", "mcast", "ucast", "slip", "slirp", "vde", "pcap"}
+var ethTransports = []string{"tuntap", "ethertap", "daemon", "mcast", "ucast", "slip", "slirp", "vde", "pcap"}
+
+// EthTransports returns the eth transports this parser knows.
+func EthTransports() []string { return append([]string(nil), ethTransports...) }
 
 // netPending is a network option accepted on the command line and
 // configured later (in the kernel: at the device initcall).
@@ -238,7 +240,7 @@ func ParseEth(unit int, spec string) (*Eth, []Warning, error) {
 			}
 		}
 	default:
-		return nil, ws, fmt.Errorf("eth%d: unknown transport '%s' (known: %s)", unit, name, strings.Join(EthTransports, ", "))
+		return nil, ws, fmt.Errorf("eth%d: unknown transport '%s' (known: %s)", unit, name, strings.Join(ethTransports, ", "))
 	}
 	mac, mws := ParseMAC(e.MACText, e.Name())
 	e.MAC = mac
@@ -360,8 +362,10 @@ func (v *Vec) Get(key string) (string, bool) {
 	return "", false
 }
 
-// VecTransports lists the vector transports of the 6.1 kernel.
-var VecTransports = []string{"tap", "raw", "hybrid", "gre", "l2tpv3", "bess", "fd"}
+var vecTransports = []string{"tap", "raw", "hybrid", "gre", "l2tpv3", "bess", "fd"}
+
+// VecTransports returns the vector transports of the 6.1 kernel.
+func VecTransports() []string { return append([]string(nil), vecTransports...) }
 
 // vecNumeric are the options whose values the kernel reads as numbers.
 var vecNumeric = map[string]bool{
@@ -431,11 +435,11 @@ func ParseVec(unit int, spec string) (*Vec, []Warning, error) {
 	}
 	v.Transport = t
 	known := false
-	for _, k := range VecTransports {
+	for _, k := range vecTransports {
 		known = known || k == t
 	}
 	if !known {
-		return nil, ws, fmt.Errorf("vec%d: unknown transport '%s' (known: %s)", unit, t, strings.Join(VecTransports, ", "))
+		return nil, ws, fmt.Errorf("vec%d: unknown transport '%s' (known: %s)", unit, t, strings.Join(vecTransports, ", "))
 	}
 	for _, o := range v.Options {
 		if vecNumeric[o.Key] {

@@ -171,7 +171,7 @@ func TestParseMAC(t *testing.T) {
 			t.Errorf("ParseMAC(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
-	if s := strings.Join(EthTransports, ","); !strings.Contains(s, "pcap") {
+	if s := strings.Join(EthTransports(), ","); !strings.Contains(s, "pcap") {
 		t.Error(s)
 	}
 }

@@ -40,6 +40,7 @@ var chanNames = []struct {
 	t    ChanType
 }{{"fd", ChanFD}, {"null", ChanNull}, {"port", ChanPort}, {"pty", ChanPty}, {"pts", ChanPts}, {"tty", ChanTTY}, {"xterm", ChanXterm}}
 
+// String returns the channel type's name as written on the command line.
 func (t ChanType) String() string {
 	for _, c := range chanNames {
 		if c.t == t {
@@ -62,6 +63,7 @@ type Channel struct {
 	Text string
 }
 
+// String returns the channel text as given.
 func (ch Channel) String() string { return ch.Text }
 
 // ParseChannel parses one channel the way the kernel's parse_chan does:
