@@ -4,7 +4,14 @@
 // namespace and sees uid 0. Syscalls the filter traps are handed to a
 // Handler (the kernel), which emulates them, rewrites them or lets them run;
 // the native set never leaves the host kernel, the refused set fails in the
-// filter, and unknown numbers get ENOSYS.
+// filter, and unknown numbers get ENOSYS. Syscalls listed in Config.Notify
+// go through seccomp user notification instead (Notifier), which is cheaper
+// and is how engine-made fds reach a guest (Notification.AddFd).
+//
+// Exec redirection: a Handler resolves a guest exec in its VFS, puts the
+// image (PT_INTERP patched by PatchInterp for dynamic ELFs) in an ExecDir,
+// and calls Task.RedirectExec, or Task.RewriteExec with the argv that
+// Shebang and ShebangArgv give for "#!" scripts.
 //
 // The stub is the running binary re-executed with a marker in its
 // environment; the package's init turns such a process into the stub
