@@ -254,7 +254,8 @@ func (c *Config) ProcCmdline() string {
 }
 
 // UnknownLine returns the kernel's boot-log line about unknown parameters,
-// or "" when there are none.
+// or "" when there are none. The kernel prints it at notice level, so
+// "quiet" hides it.
 func (c *Config) UnknownLine() string {
 	if len(c.Unknown) == 0 {
 		return ""
