@@ -100,9 +100,9 @@ func debianImage(t *testing.T) string {
 		switch {
 		case os.Geteuid() == 0:
 			testutil.NeedCmd(t, "debootstrap")
-		case hasMM == nil && rootfs.UsernsWorks():
+		case hasMM == nil && rootfs.UsernsWorks() && rootfs.HasSubIDs():
 		default:
-			testutil.Skip(t, "a Debian bootstrap needs root (debootstrap) or mmdebstrap with user namespaces")
+			testutil.Skip(t, "a Debian bootstrap needs root (debootstrap) or mmdebstrap with user namespaces and /etc/subuid ranges")
 		}
 		if b, err := exec.Command("curl", "-sfI", "--max-time", "10", "http://deb.debian.org/debian/dists/bookworm/InRelease").CombinedOutput(); err != nil {
 			testutil.Skip(t, "deb.debian.org unreachable: %v %s", err, b)

@@ -298,3 +298,18 @@ func (b *builder) run(s runSpec) error {
 	}
 	return nil
 }
+
+// BuildDefault writes the project's default guest image to path: the
+// busybox profile with the built-in configuration only (no configuration
+// files are read), quietly, its full log going to log (may be nil). Boot
+// it with /sbin/init for a console shell, or init=/init umlrun=DIR to run
+// DIR/run.sh from the host and power off.
+func BuildDefault(ctx context.Context, path string, log io.Writer) error {
+	return Build(ctx, Options{
+		Image:      path,
+		Config:     NewConfig(),
+		Profile:    "busybox",
+		ModuleDirs: []string{},
+		Progress:   NewProgress(io.Discard, false, true, false, log),
+	})
+}

@@ -6,8 +6,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -152,14 +154,16 @@ func (b *builder) debian(t *Tree) error {
 	root := os.Geteuid() == 0
 	if driver == "" {
 		switch {
-		case mm != "" && (root || UsernsWorks()):
+		case mm != "" && (root || UsernsWorks() && HasSubIDs()):
 			driver = "mmdebstrap"
 		case db != "" && root:
 			driver = "debootstrap"
 		case root:
 			return fmt.Errorf("neither mmdebstrap nor debootstrap is installed")
+		case mm == "":
+			return fmt.Errorf("bootstrapping Debian unprivileged needs mmdebstrap (or run as root with debootstrap); --profile busybox needs neither")
 		default:
-			return fmt.Errorf("bootstrapping Debian unprivileged needs mmdebstrap and user namespaces (or run as root with debootstrap); --profile busybox needs neither")
+			return fmt.Errorf("mmdebstrap --mode=unshare needs user namespaces and subordinate ids for this user in /etc/subuid and /etc/subgid (or run as root); --profile busybox needs neither")
 		}
 	}
 	b.p.Phase(PhaseDownload)
@@ -239,6 +243,31 @@ func (b *builder) debian(t *Tree) error {
 		return b.run(runSpec{name: "debootstrap", path: db, args: args, hook: phases})
 	}
 	return fmt.Errorf("[debian] driver=%q: want mmdebstrap or debootstrap", driver)
+}
+
+// HasSubIDs reports whether /etc/subuid and /etc/subgid give the current
+// user a range of subordinate ids (needed by mmdebstrap --mode=unshare).
+func HasSubIDs() bool {
+	names := []string{strconv.Itoa(os.Getuid())}
+	if u, err := user.Current(); err == nil {
+		names = append(names, u.Username)
+	}
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return false
+		}
+		found := false
+		for _, l := range strings.Split(string(data), "\n") {
+			if n, _, ok := strings.Cut(l, ":"); ok && contains(names, n) {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 func contains(list []string, s string) bool {

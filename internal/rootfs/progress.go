@@ -53,6 +53,14 @@ func (p *Progress) Phase(name string) {
 	if name == p.phase {
 		return
 	}
+	if p.phase != "" && p.done > 0 {
+		// Close the previous phase with its count.
+		msg := fmt.Sprintf("%s: %d in %s", p.phase, p.done, p.elapsed(p.pstart))
+		p.logf("I: %s", msg)
+		if !p.quiet && !p.tty {
+			fmt.Fprintf(p.w, "I: %s\n", msg)
+		}
+	}
 	p.phase, p.pstart, p.done, p.total = name, p.now(), 0, 0
 	p.logf("I: phase %s", name)
 	if p.quiet {

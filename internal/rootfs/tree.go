@@ -2,6 +2,8 @@ package rootfs
 
 import (
 	"archive/tar"
+	"bufio"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -455,11 +457,22 @@ func boolPerm(b bool) os.FileMode {
 	return 0
 }
 
-// AddTar extracts a tar stream into the tree. Ownership, modes, device
+// AddTar extracts a tar stream (plain or gzip-compressed) into the tree. Ownership, modes, device
 // nodes and hard links are kept (recorded for the image when
 // unprivileged); extended attributes are not. step, if not nil, is called
 // per member.
 func (t *Tree) AddTar(r io.Reader, step func()) error {
+	br := bufio.NewReader(r)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("reading tar.gz: %w", err)
+		}
+		defer zr.Close()
+		r = zr
+	} else {
+		r = br
+	}
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()

@@ -3,6 +3,7 @@ package rootfs
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"os"
@@ -288,4 +289,96 @@ func FuzzClean(f *testing.F) {
 			t.Fatalf("clean(%q) = %q", p, c)
 		}
 	})
+}
+
+func TestAddTarGzip(t *testing.T) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(sampleTar(t))
+	zw.Close()
+	tr, err := NewTree(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.AddTar(&buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := tr.ReadFile("etc/shadow"); err != nil || string(b) != "content of ./etc/shadow" {
+		t.Errorf("etc/shadow: %q %v", b, err)
+	}
+}
+
+// TestProgress checks both displays: plain I: lines with phase counts off
+// a terminal, an in-place status line on one; -q keeps warnings only, and
+// the log gets everything.
+func TestProgress(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	tick := func() time.Time { clock = clock.Add(500 * time.Millisecond); return clock }
+	var plain, log bytes.Buffer
+	p := NewProgress(&plain, false, false, false, &log)
+	p.now = tick
+	p.Phase(PhaseDownload)
+	p.Step()
+	p.Step()
+	p.Output("tool output")
+	p.Phase(PhaseUnpack)
+	p.Infof("hello %d", 1)
+	p.Warnf("careful")
+	p.Debugf("hidden")
+	p.Done(true)
+	want := "I: download\nI: download: 2 in 0.5s\nI: unpack\nI: hello 1\nW: careful\n"
+	if plain.String() != want {
+		t.Errorf("plain:\n%q\nwant\n%q", plain.String(), want)
+	}
+	for _, w := range []string{"I: phase download", "tool output", "D: hidden", "I: done after"} {
+		if !strings.Contains(log.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, log.String())
+		}
+	}
+
+	var tty bytes.Buffer
+	p = NewProgress(&tty, true, false, false, nil)
+	p.now = tick
+	p.Phase(PhaseDownload)
+	p.Count(3, 40)
+	p.Infof("note")
+	p.Done(false)
+	s := tty.String()
+	for _, w := range []string{"\r\033[K[download] 3/40", "\r\033[KI: note\n", "(total "} {
+		if !strings.Contains(s, w) {
+			t.Errorf("tty output lacks %q: %q", w, s)
+		}
+	}
+	if !strings.HasSuffix(s, "\r\033[K") {
+		t.Errorf("status line not cleared at the end: %q", s)
+	}
+
+	var quiet bytes.Buffer
+	p = NewProgress(&quiet, false, true, true, nil)
+	p.Phase(PhasePack)
+	p.Infof("x")
+	p.Output("y")
+	p.Warnf("w")
+	if quiet.String() != "W: w\n" {
+		t.Errorf("quiet: %q", quiet.String())
+	}
+}
+
+func TestBuildDefault(t *testing.T) {
+	testutil.NeedCmd(t, "mke2fs", "debugfs", "e2fsck", "dpkg-deb")
+	img := filepath.Join(t.TempDir(), "default.img")
+	var log bytes.Buffer
+	if err := BuildDefault(context.Background(), img, &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	testutil.E2fsck(t, img)
+	if got := debugfsOut(t, img, "cat /etc/inittab"); !strings.Contains(got, "::sysinit:/etc/init.d/rcS") {
+		t.Errorf("inittab: %q", got)
+	}
+	if got := debugfsOut(t, img, "stat /sbin/init"); !strings.Contains(got, "Type: symlink") {
+		t.Errorf("/sbin/init: %q", got)
+	}
+	if !strings.Contains(log.String(), "I: wrote "+img) {
+		t.Errorf("log: %s", log.String())
+	}
 }
