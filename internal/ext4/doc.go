@@ -4,8 +4,9 @@
 // ReadAt, readlink, extended attributes) over any io.ReaderAt block device,
 // with a bounded, concurrency-safe block cache.
 //
-// It reads what Debian's mke2fs and the Linux kernel write: 1-64 KiB blocks,
-// 32- and 64-byte group descriptors (64bit), meta_bg, flex_bg, 128- and
+// It reads what Debian's mke2fs and the Linux kernel write: 1-64 KiB
+// blocks, bigalloc, 32- and 64-byte group descriptors (64bit), meta_bg,
+// flex_bg, 128- and
 // 256-byte inodes with nanosecond times, extent trees of any depth, holes
 // and uninitialised extents (read as zeros), ext2/ext3 indirect block maps,
 // linear and htree directories (hash lookup: legacy, half-MD4 and TEA,

@@ -131,17 +131,22 @@ func (f *FS) hasSuper(g uint64) bool {
 	return false
 }
 
-// descBlock is the block holding group g's descriptor.
+// descBlock is the block holding group g's descriptor: right after the
+// superblock's block, or with meta_bg in the first group of each meta
+// group (after its backup superblock).
 func (f *FS) descBlock(g uint64) uint64 {
 	dpb := uint64(f.bs) / uint64(f.sb.DescSize)
-	first := uint64(f.sb.FirstDataBlock)
 	if f.sb.FeatureIncompat&incompatMetaBG == 0 || g/dpb < uint64(f.sb.FirstMetaBG) {
-		return first + 1 + g/dpb
+		sbBlock := uint64(superOffset) / uint64(f.bs)
+		return sbBlock + 1 + g/dpb
 	}
 	mg := (g / dpb) * dpb
-	blk := first + mg*uint64(f.sb.BlocksPerGroup)
+	blk := uint64(f.sb.FirstDataBlock) + mg*uint64(f.sb.BlocksPerGroup)
 	if f.hasSuper(mg) {
 		blk++
+	}
+	if f.bs == 1024 && mg == 0 && f.sb.FirstDataBlock == 0 {
+		blk++ // bigalloc with 1 KiB blocks: block 0 is the boot block
 	}
 	return blk
 }

@@ -36,6 +36,9 @@ func TestMkfsMatrix(t *testing.T) {
 		{"ext4-metabg", []string{"-t", "ext4", "-O", "meta_bg,^resize_inode"}},
 		{"ext4-32bit", []string{"-t", "ext4", "-O", "^64bit"}},
 		{"ext4-csumseed", []string{"-t", "ext4", "-O", "metadata_csum_seed"}},
+		{"ext4-64k", []string{"-t", "ext4", "-b", "65536"}}, // size below
+		{"ext4-bigalloc", []string{"-t", "ext4", "-b", "1024", "-O", "bigalloc", "-C", "16384"}},
+		{"ext4-plain", []string{"-t", "ext4", "-O", "^flex_bg,^dir_index,^has_journal,^huge_file,^dir_nlink"}},
 		{"ext2", []string{"-t", "ext2"}},
 		{"ext2-4k", []string{"-t", "ext2", "-b", "4096"}},
 		{"ext3", []string{"-t", "ext3"}},
@@ -43,7 +46,11 @@ func TestMkfsMatrix(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			img := testutil.MkfsImage(t, src, "200M", c.opts...)
+			size := "200M"
+			if c.name == "ext4-64k" {
+				size = "1G" // 3,000 small files take 64 KiB each
+			}
+			img := testutil.MkfsImage(t, src, size, c.opts...)
 			f := openImage(t, img)
 			got := walkImage(t, f, true)
 			want := host

@@ -18,6 +18,7 @@ const (
 	roCompatGdtCsum      = 0x10
 	roCompatDirNlink     = 0x20
 	roCompatExtraIsize   = 0x40
+	roCompatBigalloc     = 0x200
 	roCompatMetadataCsum = 0x400
 
 	incompatCompression = 0x1
@@ -168,10 +169,19 @@ func parseSuperblock(b []byte) (*Superblock, error) {
 			return nil, &ChecksumError{What: "superblock", Block: uint64(superOffset / s.BlockSize), Want: s.Checksum, Got: got}
 		}
 	}
+	// bigalloc: a group is 8*BlockSize clusters of 2^clusterBits blocks.
+	clusterBits := uint32(0)
+	if s.FeatureRoCompat&roCompatBigalloc != 0 {
+		lc := le32(b, 0x1C)
+		if lc < logBS || lc-logBS > 16 {
+			return nil, fmt.Errorf("superblock: cluster size 2^(10+%d) invalid", lc)
+		}
+		clusterBits = lc - logBS
+	}
 	switch {
-	case s.InodeSize < 128 || s.InodeSize > uint16(s.BlockSize) || s.InodeSize&(s.InodeSize-1) != 0:
+	case s.InodeSize < 128 || uint32(s.InodeSize) > s.BlockSize || s.InodeSize&(s.InodeSize-1) != 0:
 		return nil, fmt.Errorf("superblock: inode size %d invalid", s.InodeSize)
-	case s.BlocksPerGroup == 0 || s.BlocksPerGroup > 8*s.BlockSize:
+	case s.BlocksPerGroup == 0 || uint64(s.BlocksPerGroup) > uint64(8*s.BlockSize)<<clusterBits:
 		return nil, fmt.Errorf("superblock: %d blocks per group invalid", s.BlocksPerGroup)
 	case s.InodesPerGroup == 0 || s.InodesPerGroup > 8*s.BlockSize:
 		return nil, fmt.Errorf("superblock: %d inodes per group invalid", s.InodesPerGroup)
