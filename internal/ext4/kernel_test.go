@@ -55,6 +55,15 @@ func runCmd(t *testing.T, name string, args ...string) {
 // of the generated tree, a 6,000-entry directory (the kernel indexes it
 // with an htree), renames, unlinks, a 30 MB file, a symlink, deep dirs.
 func kernelWorkload(t *testing.T, src, mnt string) {
+	// Small directories: inline with inline_data, some spilling from
+	// i_block into the system.data attribute.
+	for n := 1; n <= 6; n++ {
+		d := filepath.Join(mnt, fmt.Sprintf("small%d", n))
+		os.Mkdir(d, 0o755)
+		for i := 0; i < n; i++ {
+			os.WriteFile(filepath.Join(d, fmt.Sprintf("e%d", i)), []byte("tiny"), 0o644)
+		}
+	}
 	runCmd(t, "cp", "-a", src+"/.", mnt+"/tree")
 	d := filepath.Join(mnt, "kdir")
 	os.Mkdir(d, 0o755)
@@ -142,6 +151,7 @@ func TestKernelWritten(t *testing.T) {
 		{"ext4-1k", "ext4", []string{"-t", "ext4", "-b", "1024"}},
 		{"ext4-4k", "ext4", []string{"-t", "ext4", "-b", "4096"}},
 		{"ext4-nocsum", "ext4", []string{"-t", "ext4", "-O", "^metadata_csum"}},
+		{"ext4-inline", "ext4", []string{"-t", "ext4", "-O", "inline_data"}},
 		{"ext3", "ext3", []string{"-t", "ext3"}},
 	}
 	for _, c := range cases {
