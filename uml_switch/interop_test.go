@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +86,10 @@ func startSwitchBin(t *testing.T, bin, ctl string, args ...string) *switchProc {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if st, err := os.Stat(ctl); err == nil && st.Mode()&os.ModeSocket != 0 {
+		// The socket file appears at bind(), before listen(): wait until
+		// a connection is accepted.
+		if c, err := net.Dial("unix", ctl); err == nil {
+			c.Close()
 			return sp
 		}
 		select {

@@ -25,8 +25,10 @@ type Port struct {
 	VLAN  uint16 // access VLAN (0: the default, untagged VLAN); native VLAN of a trunk
 	Trunk bool   // carries every VLAN, 802.1Q-tagged except its native one
 
-	addr Addr     // unix: where frames go
-	tap  *os.File // tap: the device
+	addr    Addr     // unix: the client's data socket
+	fd      int      // unix: this port's own data socket, connected to addr; -1 with a shared socket
+	tap     *os.File // tap: the device
+	removed atomic.Bool
 
 	rxFrames, rxBytes, txFrames, txBytes, drops atomic.Uint64
 }
@@ -37,6 +39,7 @@ func (p *Port) member(vid uint16) bool { return p.Trunk || p.VLAN == vid }
 // portSet is an immutable snapshot of the ports, swapped atomically.
 type portSet struct {
 	byAddr map[Addr]*Port
+	byID   map[int]*Port
 	list   []*Port
 }
 

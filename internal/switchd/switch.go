@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -81,9 +82,17 @@ type Switch struct {
 	pcap  *pcapWriter
 
 	ctls     []*ctlSock
-	dataFD   int // blocking; only dataLoop reads it
-	dataAddr Addr
+	shared   int  // -compat-v0: the named data socket every port shares; else -1
+	dataAddr Addr // its address
+	epfd     int  // the data loop waits on it for the port sockets
+	wakeFD   int  // eventfd: wakes the data loop
 	dataDone chan struct{}
+	// fdMu is read-held by senders outside the data loop; the data loop
+	// closes departed ports' sockets under the write lock, so no send
+	// can hit a closed (or reused) descriptor.
+	fdMu    sync.RWMutex
+	dead    []int  // port sockets to close; guarded by portMu
+	nameSeq uint64 // makes port socket names unique; guarded by portMu
 
 	mu     sync.Mutex // guards fab, pcap and the learning log
 	fab    fabric
@@ -111,11 +120,11 @@ func New(cfg Config) *Switch {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 30 * time.Second
 	}
-	s := &Switch{cfg: cfg, start: time.Now(), done: make(chan struct{}), conns: map[net.Conn]struct{}{}, nextID: 5}
+	s := &Switch{cfg: cfg, start: time.Now(), done: make(chan struct{}), conns: map[net.Conn]struct{}{}, nextID: 5, shared: -1, epfd: -1, wakeFD: -1}
 	s.out.w = cfg.Out
 	s.age = int64(cfg.Age)
 	s.fab = fabric{hub: cfg.Hub, age: s.age, table: map[tkey]*entry{}, logf: s.logf}
-	s.ports.Store(&portSet{byAddr: map[Addr]*Port{}})
+	s.ports.Store(&portSet{byAddr: map[Addr]*Port{}, byID: map[int]*Port{}})
 	if cfg.Pcap != nil {
 		s.pcap = newPcapWriter(cfg.Pcap)
 	}
@@ -215,14 +224,24 @@ func (s *Switch) ControlPaths() []string {
 	return p
 }
 
-// DataAddr is the address of the switch's data socket (the reply to v1
-// and v3 requests).
+// DataAddr is the address of the shared -compat-v0 data socket (the zero
+// Addr otherwise: each port then gets a data socket of its own).
 func (s *Switch) DataAddr() Addr { return s.dataAddr }
 
-// Start binds the data socket and starts serving the control sockets.
+// Start binds the data socket (with -compat-v0) and starts serving.
 func (s *Switch) Start() error {
 	if s.started {
 		return errors.New("switch already started")
+	}
+	var err error
+	if s.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return fmt.Errorf("epoll: %w", err)
+	}
+	if s.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	if err := s.watch(s.wakeFD, wakeKey); err != nil {
+		return err
 	}
 	if s.cfg.CompatV0 {
 		fd, err := bindUnix(s.cfg.DataPath, unix.SOCK_DGRAM, true)
@@ -231,29 +250,19 @@ func (s *Switch) Start() error {
 		}
 		s.dataAddr, _ = PathAddr(s.cfg.DataPath)
 		bigBuffers(fd)
-		s.dataFD = fd
-	} else {
-		// The C switch's abstract name: {char 0; pad; int pid; int usec}.
-		binary.LittleEndian.PutUint16(s.dataAddr[:], 1)
-		binary.LittleEndian.PutUint32(s.dataAddr[6:], uint32(os.Getpid()))
-		binary.LittleEndian.PutUint32(s.dataAddr[10:], uint32(time.Now().Nanosecond()/1000))
-		var err error
-		if s.dataFD, err = dgramFD(&s.dataAddr, "uml_switch data socket"); err != nil {
+		s.shared = fd
+		if err := s.watch(fd, sharedKey); err != nil {
 			return err
 		}
 	}
-	// The data loop sleeps in recvmmsg itself; the timeout lets it
-	// notice Close even if the wake-up datagram is lost.
-	unix.SetNonblock(s.dataFD, false)
-	unix.SetsockoptTimeval(s.dataFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200000})
 	s.dataDone = make(chan struct{})
 	s.started = true
 	for _, c := range s.ctls {
 		s.wg.Add(1)
 		go s.acceptLoop(c)
 	}
-	s.wg.Add(1)
 	go s.dataLoop()
+	s.wg.Add(1)
 	go s.gcLoop()
 	for _, p := range s.ports.Load().list {
 		if p.tap != nil {
@@ -262,6 +271,53 @@ func (s *Switch) Start() error {
 		}
 	}
 	return nil
+}
+
+// Keys of the data loop's epoll events; port sockets use the port ID.
+const (
+	wakeKey   = -1
+	sharedKey = -2
+)
+
+func (s *Switch) watch(fd int, key int32) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: key}
+	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll add: %w", err)
+	}
+	return nil
+}
+
+func (s *Switch) wake() {
+	var one [8]byte
+	one[0] = 1
+	unix.Write(s.wakeFD, one[:])
+}
+
+// portSocket makes the data socket of one port: bound to a fresh abstract
+// name laid out like the C switch's ({0, pad, pid, usec}, then a sequence
+// number) and connected to the client's data socket. Being connected, it
+// only accepts frames from that client, and the kernel lets the client
+// queue more than net.unix.max_dgram_qlen frames to it.
+func (s *Switch) portSocket(client *Addr) (int, Addr, error) {
+	var a Addr
+	binary.LittleEndian.PutUint16(a[:], 1)
+	binary.LittleEndian.PutUint32(a[6:], uint32(os.Getpid()))
+	binary.LittleEndian.PutUint32(a[10:], uint32(time.Now().Nanosecond()/1000))
+	s.portMu.Lock()
+	s.nameSeq++
+	binary.LittleEndian.PutUint64(a[14:], s.nameSeq)
+	s.portMu.Unlock()
+	binary.LittleEndian.PutUint64(a[22:], uint64(s.start.UnixNano()))
+	fd, err := dgramFD(&a, "port data socket")
+	if err != nil {
+		return -1, a, err
+	}
+	bigBuffers(fd)
+	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&client[0])), AddrLen); e != 0 {
+		unix.Close(fd)
+		return -1, a, e
+	}
+	return fd, a, nil
 }
 
 // AddTap adds an open tap device (raw Ethernet frames, no packet
@@ -286,7 +342,7 @@ func (s *Switch) AddTap(f *os.File, name string, vlan uint16, trunk bool) (*Port
 		unix.Close(nfd)
 		return nil, fmt.Errorf("tap %s: %w", name, err)
 	}
-	p := &Port{Kind: "tap", Name: name, VLAN: vlan, Trunk: trunk, tap: os.NewFile(uintptr(nfd), "tap "+name)}
+	p := &Port{Kind: "tap", Name: name, VLAN: vlan, Trunk: trunk, fd: -1, tap: os.NewFile(uintptr(nfd), "tap "+name)}
 	if vlan != 0 || trunk {
 		s.vlans.Store(true)
 	}
@@ -302,9 +358,12 @@ func (s *Switch) addPort(p *Port) {
 	s.portMu.Lock()
 	defer s.portMu.Unlock()
 	old := s.ports.Load()
-	n := &portSet{byAddr: make(map[Addr]*Port, len(old.byAddr)+1), list: append([]*Port(nil), old.list...)}
+	n := &portSet{byAddr: make(map[Addr]*Port, len(old.byAddr)+1), byID: make(map[int]*Port, len(old.byID)+1), list: append([]*Port(nil), old.list...)}
 	for k, v := range old.byAddr {
 		n.byAddr[k] = v
+	}
+	for k, v := range old.byID {
+		n.byID[k] = v
 	}
 	if p.ID == 0 {
 		p.ID = s.nextID
@@ -313,17 +372,28 @@ func (s *Switch) addPort(p *Port) {
 	if p.Kind == "unix" {
 		n.byAddr[p.addr] = p
 	}
+	n.byID[p.ID] = p
 	n.list = append(n.list, p)
 	s.ports.Store(n)
+	if p.fd >= 0 {
+		if err := s.watch(p.fd, int32(p.ID)); err != nil {
+			s.logf("port %d: %v\n", p.ID, err)
+		}
+	}
 }
 
 func (s *Switch) removePort(p *Port) {
 	s.portMu.Lock()
 	old := s.ports.Load()
-	n := &portSet{byAddr: make(map[Addr]*Port, len(old.byAddr)), list: make([]*Port, 0, len(old.list))}
+	n := &portSet{byAddr: make(map[Addr]*Port, len(old.byAddr)), byID: make(map[int]*Port, len(old.byID)), list: make([]*Port, 0, len(old.list))}
 	for k, v := range old.byAddr {
 		if v != p {
 			n.byAddr[k] = v
+		}
+	}
+	for k, v := range old.byID {
+		if v != p {
+			n.byID[k] = v
 		}
 	}
 	for _, q := range old.list {
@@ -332,7 +402,15 @@ func (s *Switch) removePort(p *Port) {
 		}
 	}
 	s.ports.Store(n)
+	p.removed.Store(true)
+	if p.fd >= 0 {
+		unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, p.fd, nil)
+		s.dead = append(s.dead, p.fd)
+	}
 	s.portMu.Unlock()
+	if p.fd >= 0 {
+		s.wake()
+	}
 	s.mu.Lock()
 	s.fab.forget(p)
 	s.mu.Unlock()
@@ -397,15 +475,24 @@ func (s *Switch) serveConn(conn *net.UnixConn, vlan uint16) {
 		s.logf("%v\n", err)
 		return
 	}
-	p := &Port{Kind: "unix", Name: req.Addr.String(), VLAN: vlan, addr: req.Addr}
 	if s.ports.Load().byAddr[req.Addr] != nil {
 		s.logf("Bad request : data socket %s is already a port\n", req.Addr.String())
 		return
 	}
+	p := &Port{Kind: "unix", Name: req.Addr.String(), VLAN: vlan, addr: req.Addr, fd: -1}
+	reply := s.dataAddr
+	if s.shared < 0 {
+		fd, local, err := s.portSocket(&req.Addr)
+		if err != nil {
+			s.logf("Bad request : data socket %s : %v\n", req.Addr.String(), err)
+			return
+		}
+		p.fd, reply = fd, local
+	}
 	s.addPort(p)
 	s.logf("New connection\n")
 	if req.Version != 0 {
-		if _, err := conn.Write(s.dataAddr[:]); err != nil {
+		if _, err := conn.Write(reply[:]); err != nil {
 			s.logf("Sending data socket name : %v\n", err)
 			s.removePort(p)
 			return
@@ -429,173 +516,6 @@ func (s *Switch) serveConn(conn *net.UnixConn, vlan uint16) {
 			return
 		}
 	}
-}
-
-const batchLen = 64
-
-// dataLoop receives frames on the data socket in batches and forwards
-// each batch with one sendmmsg.
-func (s *Switch) dataLoop() {
-	defer close(s.dataDone)
-	rb := newBatch(batchLen)
-	bufs := make([][]byte, batchLen)
-	for i := range bufs {
-		bufs[i] = make([]byte, MaxFrame)
-		rb.setRecv(i, bufs[i])
-	}
-	fw := newForwarder(s)
-	for {
-		n, err := rb.recvmmsgWait(s.dataFD, batchLen)
-		if s.closing.Load() {
-			return
-		}
-		if err != nil {
-			if isAgain(err) || err == unix.EINTR {
-				continue
-			}
-			s.logf("handle_sock_data : %v\n", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		ps := s.ports.Load()
-		now := s.nanotime()
-		s.mu.Lock()
-		for i := 0; i < n; i++ {
-			in := ps.byAddr[rb.names[i]]
-			if in == nil {
-				if n := s.unknown.Add(1); n&(n-1) == 0 { // log the 1st, 2nd, 4th, 8th, ...
-					s.logf("Unknown connection for packet, shouldn't happen.\n")
-				}
-				continue
-			}
-			fw.forward(ps, in, bufs[i][:rb.msgs[i].n], now)
-		}
-		s.mu.Unlock()
-		fw.flush()
-	}
-}
-
-// tapLoop reads frames from a tap port and forwards them.
-func (s *Switch) tapLoop(p *Port) {
-	defer s.wg.Done()
-	buf := make([]byte, MaxFrame+4)
-	fw := newForwarder(s)
-	for {
-		n, err := p.tap.Read(buf)
-		if err != nil {
-			if s.closing.Load() || errors.Is(err, os.ErrClosed) {
-				return
-			}
-			s.logf("Reading tap data : %v\n", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		ps := s.ports.Load()
-		s.mu.Lock()
-		fw.forward(ps, p, buf[:n], s.nanotime())
-		s.mu.Unlock()
-		fw.flush()
-	}
-}
-
-// forwarder collects the datagrams one batch of received frames produces.
-type forwarder struct {
-	s    *Switch
-	sb   *batch
-	outs []*Port
-	taps []tapOut
-	dsts []*Port
-	tags [][]byte // scratch buffers for tagged copies
-	nTag int
-}
-
-type tapOut struct {
-	p     *Port
-	frame []byte
-}
-
-func newForwarder(s *Switch) *forwarder {
-	return &forwarder{s: s, sb: newBatch(4 * batchLen), outs: make([]*Port, 0, 4*batchLen)}
-}
-
-// forward routes one frame from in; the caller holds s.mu. frame must
-// stay valid until flush.
-func (fw *forwarder) forward(ps *portSet, in *Port, frame []byte, now int64) {
-	s := fw.s
-	in.rxFrames.Add(1)
-	in.rxBytes.Add(uint64(len(frame)))
-	vid := uint16(0)
-	vlans := s.vlans.Load()
-	if vlans {
-		var ok bool
-		if frame, vid, ok = untag(in, frame); !ok {
-			in.drops.Add(1)
-			return
-		}
-	}
-	fw.dsts = s.fab.route(ps, in, frame, vid, now, fw.dsts[:0])
-	if len(fw.dsts) > 0 && s.pcap != nil {
-		s.pcap.write(frame, time.Now())
-	}
-	for _, d := range fw.dsts {
-		out := frame
-		if vlans && d.Trunk && vid != d.VLAN {
-			out = fw.tagged(frame, vid)
-		}
-		if d.tap != nil {
-			fw.taps = append(fw.taps, tapOut{d, out})
-			continue
-		}
-		if len(fw.outs) == len(fw.sb.msgs) {
-			fw.sendAll()
-		}
-		fw.sb.set(len(fw.outs), out, &d.addr)
-		fw.outs = append(fw.outs, d)
-	}
-}
-
-func (fw *forwarder) tagged(frame []byte, vid uint16) []byte {
-	if fw.nTag == len(fw.tags) {
-		fw.tags = append(fw.tags, make([]byte, 0, MaxFrame+4))
-	}
-	b := tag(fw.tags[fw.nTag], frame, vid)
-	fw.tags[fw.nTag] = b
-	fw.nTag++
-	return b
-}
-
-func (fw *forwarder) sendAll() {
-	if len(fw.outs) == 0 {
-		return
-	}
-	fw.sb.sendmmsg(uintptr(fw.s.dataFD), len(fw.outs), func(i int, err error) {
-		fw.outs[i].drops.Add(1)
-		fw.outs[i].txFrames.Add(^uint64(0))
-		fw.outs[i].txBytes.Add(^uint64(fw.iovLen(i) - 1))
-	})
-	for i, p := range fw.outs {
-		p.txFrames.Add(1)
-		p.txBytes.Add(uint64(fw.iovLen(i)))
-	}
-	fw.outs = fw.outs[:0]
-}
-
-func (fw *forwarder) iovLen(i int) int { return int(fw.sb.iovs[i].Len) }
-
-// flush sends everything collected; call it without holding s.mu.
-func (fw *forwarder) flush() {
-	fw.sendAll()
-	for _, t := range fw.taps {
-		if _, err := t.p.tap.Write(t.frame); err != nil {
-			t.p.drops.Add(1)
-			continue
-		}
-		t.p.txFrames.Add(1)
-		t.p.txBytes.Add(uint64(len(t.frame)))
-	}
-	clear(fw.taps)
-	fw.taps = fw.taps[:0]
-	fw.nTag = 0
 }
 
 // gcLoop ages out MAC entries every 2 s and flushes the pcap file.
@@ -638,22 +558,37 @@ func (s *Switch) Close() error {
 		c.Close()
 	}
 	s.portMu.Unlock()
-	if s.dataDone != nil {
-		s.wakeData()
-		<-s.dataDone
-		unix.Close(s.dataFD)
-		if s.cfg.CompatV0 {
-			if err := os.Remove(s.cfg.DataPath); err != nil {
-				errs = append(errs, &UnlinkError{Path: s.cfg.DataPath, Data: true, Err: err})
-			}
-		}
-	}
 	for _, p := range s.ports.Load().list {
 		if p.tap != nil {
 			p.tap.Close()
 		}
 	}
+	if s.dataDone != nil {
+		s.wake()
+		<-s.dataDone
+	}
 	s.wg.Wait()
+	s.portMu.Lock()
+	for _, p := range s.ports.Load().list {
+		if p.fd >= 0 {
+			unix.Close(p.fd)
+		}
+	}
+	for _, fd := range s.dead {
+		unix.Close(fd)
+	}
+	s.dead = nil
+	s.portMu.Unlock()
+	for _, fd := range []int{s.shared, s.wakeFD, s.epfd} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	if s.shared >= 0 && s.cfg.CompatV0 {
+		if err := os.Remove(s.cfg.DataPath); err != nil {
+			errs = append(errs, &UnlinkError{Path: s.cfg.DataPath, Data: true, Err: err})
+		}
+	}
 	if s.pcap != nil {
 		s.mu.Lock()
 		if err := s.pcap.flush(); err != nil {
@@ -662,17 +597,6 @@ func (s *Switch) Close() error {
 		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
-}
-
-// wakeData sends an empty datagram to the data socket so that the data
-// loop returns from recvmmsg and sees the switch closing.
-func (s *Switch) wakeData() {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	defer unix.Close(fd)
-	sendto(uintptr(fd), nil, &s.dataAddr)
 }
 
 // UnlinkError is a socket file Close could not remove.

@@ -173,12 +173,18 @@ func TestVersions(t *testing.T) {
 	}
 	defer c1.Close()
 	c3 := dial(t, ctl)
-	if got, want := c1.SwitchAddr(), s.DataAddr(); got != want {
-		t.Fatalf("reply %x, want %x", got[:16], want[:16])
+	// Each port gets its own abstract data socket, named like the C
+	// switch's: {0, pad, pid, usec}.
+	a1, a3 := c1.SwitchAddr(), c3.SwitchAddr()
+	for _, a := range []Addr{a1, a3} {
+		if a.Family() != 1 || a[2] != 0 || binary.LittleEndian.Uint32(a[6:]) != uint32(os.Getpid()) {
+			t.Fatalf("reply is not the switch's abstract data socket: % x", a[:16])
+		}
 	}
-	if a := s.DataAddr(); a[2] != 0 || a.Family() != 1 {
-		t.Fatalf("data socket is not abstract: % x", a[:16])
+	if a1 == a3 {
+		t.Fatal("two ports share a data socket")
 	}
+	_ = s
 	c1.WriteFrame(frame(bcast, mac(1), "v1"))
 	expect(t, c3, frame(bcast, mac(1), "v1"))
 	// v2 and >3 are refused with the C switch's messages.
@@ -243,7 +249,8 @@ func TestBadInput(t *testing.T) {
 	c, _ := net.Dial("unix", ctl)
 	c.Close()
 	log.waitLog(t, "EOF from new port")
-	// Frames from a socket that never registered are dropped.
+	// A socket that never registered cannot inject frames into a port:
+	// the port's data socket is connected to its client only.
 	stranger := NewClientAddr()
 	sf, err := dgramSocket(&stranger, "stranger")
 	if err != nil {
@@ -251,13 +258,13 @@ func TestBadInput(t *testing.T) {
 	}
 	defer sf.Close()
 	rc, _ := sf.SyscallConn()
-	da := s.DataAddr()
+	da := a.SwitchAddr()
 	rc.Control(func(fd uintptr) {
-		if err := sendto(fd, frame(bcast, mac(7), "spoof"), &da); err != nil {
-			t.Error(err)
+		if err := sendto(fd, frame(bcast, mac(7), "spoof"), &da); err == nil {
+			t.Error("a stranger could send to a port's data socket")
 		}
 	})
-	log.waitLog(t, "Unknown connection for packet")
+	expectNone(t, b)
 	// Runt frames are counted but not forwarded.
 	a.WriteFrame([]byte{1, 2, 3})
 	// A registered client that dies without closing its control stream
@@ -273,9 +280,6 @@ func TestBadInput(t *testing.T) {
 	b.WriteFrame(frame(mac(1), mac(2), "alive"))
 	expect(t, a, frame(mac(1), mac(2), "alive"))
 	st := s.Stats()
-	if st.UnknownFrames != 1 {
-		t.Errorf("unknown sender frames %d, want 1", st.UnknownFrames)
-	}
 	var drops uint64
 	for _, p := range st.Ports {
 		drops += p.Drops
@@ -323,15 +327,47 @@ func TestStaleSocketTakeover(t *testing.T) {
 func TestCompatV0(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	_, ctl, _ := startSwitch(t, Config{CompatV0: true, DataPath: data})
+	s, ctl, log := startSwitch(t, Config{CompatV0: true, DataPath: data})
 	a, err := DialWith(ctl, DialOptions{V0: true, MAC: mac(1), DataPath: data})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
 	b := dial(t, ctl)
+	// A v0 request gets no reply: wait until the switch registered it.
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(log.String(), "New connection\n") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ports not registered: %q", log.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if reply := b.SwitchAddr(); reply != s.DataAddr() || reply.String() != data {
+		t.Fatalf("v3 reply %q, want the shared socket %q", reply.String(), data)
+	}
 	a.WriteFrame(frame(bcast, mac(1), "v0"))
 	expect(t, b, frame(bcast, mac(1), "v0"))
+	b.WriteFrame(frame(mac(1), mac(2), "back"))
+	expect(t, a, frame(mac(1), mac(2), "back"))
+	// Frames from a socket that never registered are logged and dropped.
+	stranger := NewClientAddr()
+	sf, err := dgramSocket(&stranger, "stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	rc, _ := sf.SyscallConn()
+	da := s.DataAddr()
+	rc.Control(func(fd uintptr) {
+		if err := sendto(fd, frame(bcast, mac(7), "spoof"), &da); err != nil {
+			t.Error(err)
+		}
+	})
+	log.waitLog(t, "Unknown connection for packet")
+	expectNone(t, b)
+	if st := s.Stats(); st.UnknownFrames != 1 {
+		t.Errorf("unknown sender frames %d, want 1", st.UnknownFrames)
+	}
 }
 
 func TestVLAN(t *testing.T) {

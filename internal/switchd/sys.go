@@ -66,17 +66,6 @@ func (b *batch) recvmmsg(fd uintptr, n int) (int, error) {
 	return b.received(int(r)), nil
 }
 
-// recvmmsgWait is recvmmsg on a blocking socket: the calling thread sleeps
-// in the kernel until at least one datagram is there (MSG_WAITFORONE),
-// which wakes it more cheaply than the runtime poller can.
-func (b *batch) recvmmsgWait(fd int, n int) (int, error) {
-	r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(n), unix.MSG_WAITFORONE, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return b.received(int(r)), nil
-}
-
 // received normalises the addresses of the first got messages.
 func (b *batch) received(got int) int {
 	for i := 0; i < got; i++ {
@@ -107,7 +96,8 @@ func (b *batch) sendmmsg(fd uintptr, n int, fail func(i int, err error)) {
 }
 
 // dgramSocket makes a non-blocking, close-on-exec AF_UNIX datagram socket
-// bound to addr and wraps it in an *os.File registered with the runtime
+// bound to addr with the default buffer sizes (a client, like the UML
+// kernel's) and wraps it in an *os.File registered with the runtime
 // poller, so reads can wait without a thread and Close wakes them.
 func dgramSocket(addr *Addr, what string) (*os.File, error) {
 	fd, err := dgramFD(addr, what)
@@ -118,7 +108,7 @@ func dgramSocket(addr *Addr, what string) (*os.File, error) {
 }
 
 // dgramFD makes a non-blocking, close-on-exec AF_UNIX datagram socket
-// bound to addr, with big buffers.
+// bound to addr.
 func dgramFD(addr *Addr, what string) (int, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -128,7 +118,6 @@ func dgramFD(addr *Addr, what string) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("%s: bind: %w", what, err)
 	}
-	bigBuffers(fd)
 	return fd, nil
 }
 
