@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -173,7 +174,12 @@ func (o *options) setValue(opt, v string) error {
 		}
 		o.gid = gid
 	case "-pidfile":
-		o.pidfile = v
+		// Absolute, so that it can be removed after -daemon's chdir.
+		abs, err := filepath.Abs(v)
+		if err != nil {
+			return fmt.Errorf("-pidfile %q: %w", v, err)
+		}
+		o.pidfile = abs
 	case "-pcap":
 		o.pcap = v
 	case "-vlan":

@@ -220,7 +220,10 @@ func TestDaemonPidfileNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nl.Close()
-	cmd := exec.Command(binPath(t), "-unix", ctl, "-pidfile", pid, "-daemon")
+	// Relative paths: they must still be removed after the daemon's
+	// chdir to /.
+	cmd := exec.Command(binPath(t), "-unix", "ctl", "-pidfile", "pid", "-daemon")
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
 	// A file, not a pipe: the daemon keeps its stdout open.
 	out, err := os.Create(filepath.Join(dir, "out"))

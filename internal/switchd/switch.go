@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,7 @@ func (e *BindError) Unwrap() error { return e.Err }
 
 type ctlSock struct {
 	path string
+	abs  string
 	vlan uint16
 	l    *net.UnixListener
 }
@@ -84,6 +86,7 @@ type Switch struct {
 	ctls     []*ctlSock
 	shared   int  // -compat-v0: the named data socket every port shares; else -1
 	dataAddr Addr // its address
+	dataAbs  string
 	epfd     int  // the data loop waits on it for the port sockets
 	wakeFD   int  // eventfd: wakes the data loop
 	dataDone chan struct{}
@@ -172,7 +175,12 @@ func (s *Switch) Listen(path string, vlan uint16) error {
 	if vlan != 0 {
 		s.vlans.Store(true)
 	}
-	s.ctls = append(s.ctls, &ctlSock{path: path, vlan: vlan, l: ul})
+	// Remember the absolute path too: the process may chdir (-daemon).
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	s.ctls = append(s.ctls, &ctlSock{path: path, abs: abs, vlan: vlan, l: ul})
 	return nil
 }
 
@@ -249,6 +257,9 @@ func (s *Switch) Start() error {
 			return err
 		}
 		s.dataAddr, _ = PathAddr(s.cfg.DataPath)
+		if s.dataAbs, err = filepath.Abs(s.cfg.DataPath); err != nil {
+			s.dataAbs = s.cfg.DataPath
+		}
 		bigBuffers(fd)
 		s.shared = fd
 		if err := s.watch(fd, sharedKey); err != nil {
@@ -549,7 +560,7 @@ func (s *Switch) Close() error {
 	var errs []error
 	for _, c := range s.ctls {
 		c.l.Close()
-		if err := os.Remove(c.path); err != nil {
+		if err := os.Remove(c.abs); err != nil {
 			errs = append(errs, &UnlinkError{Path: c.path, Err: err})
 		}
 	}
@@ -585,7 +596,7 @@ func (s *Switch) Close() error {
 		}
 	}
 	if s.shared >= 0 && s.cfg.CompatV0 {
-		if err := os.Remove(s.cfg.DataPath); err != nil {
+		if err := os.Remove(s.dataAbs); err != nil {
 			errs = append(errs, &UnlinkError{Path: s.cfg.DataPath, Data: true, Err: err})
 		}
 	}
