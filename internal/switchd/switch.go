@@ -87,8 +87,8 @@ type Switch struct {
 	shared   int  // -compat-v0: the named data socket every port shares; else -1
 	dataAddr Addr // its address
 	dataAbs  string
-	epfd     int  // the data loop waits on it for the port sockets
-	wakeFD   int  // eventfd: wakes the data loop
+	epfd     int // the data loop waits on it for the port sockets
+	wakeFD   int // eventfd: wakes the data loop
 	dataDone chan struct{}
 	// fdMu is read-held by senders outside the data loop; the data loop
 	// closes departed ports' sockets under the write lock, so no send
