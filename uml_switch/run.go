@@ -221,7 +221,10 @@ func lookupGroup(g string) (int, error) {
 // serve binds the sockets, prints the start-up line and forwards frames
 // until a signal (or EOF on a terminal stdin) stops it.
 func serve(prog string, o *options, stdin io.Reader, stdout, stderr io.Writer) error {
-	cfg := switchd.Config{Hub: o.hub, CompatV0: o.compat, DataPath: o.data, Out: stdout, SocketMode: o.mode, SocketGID: o.gid}
+	cfg := switchd.Config{Hub: o.hub, CompatV0: o.compat, DataPath: o.data, Out: stdout, SocketMode: o.mode}
+	if o.gid >= 0 {
+		cfg.SocketGroup = &o.gid
+	}
 	var pcapFile *os.File
 	if o.pcap != "" {
 		f, err := os.Create(o.pcap)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/umltools/umltools/internal/cli"
 	"github.com/umltools/umltools/internal/switchd"
 	"github.com/umltools/umltools/internal/testutil"
@@ -311,5 +313,79 @@ func TestVLANSocket(t *testing.T) {
 		if _, err := c.ReadFrame(buf); err == nil {
 			t.Fatal("a VLAN 10 broadcast leaked into the default VLAN")
 		}
+	}
+}
+
+// TestGroupMode: -group and -mode set the control socket's group and
+// permissions.
+func TestGroupMode(t *testing.T) {
+	gid := os.Getgid()
+	if os.Geteuid() == 0 {
+		gid = 1 // any group will do for root
+	}
+	ctl := filepath.Join(t.TempDir(), "ctl")
+	startSwitchBin(t, binPath(t), ctl, "-unix", ctl, "-group", fmt.Sprint(gid), "-mode", "0640")
+	st, err := os.Stat(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o640 || int(st.Sys().(*syscall.Stat_t).Gid) != gid {
+		t.Errorf("control socket mode %v gid %d, want 0640 gid %d", st.Mode().Perm(), st.Sys().(*syscall.Stat_t).Gid, gid)
+	}
+}
+
+// TestEOFOnTerminal: with a terminal on stdin, end of file (^D) stops the
+// switch cleanly with the C switch's message and exit 0.
+func TestEOFOnTerminal(t *testing.T) {
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		testutil.Skip(t, "no pseudo-terminals: %v", err)
+	}
+	defer master.Close()
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	ctl := filepath.Join(t.TempDir(), "ctl")
+	cmd := exec.Command(binPath(t), "-unix", ctl)
+	cmd.Stdin = slave
+	var o lockedBuf
+	cmd.Stdout = &o
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(o.String(), "attached to unix socket") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no start-up line: %q", o.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	master.Write([]byte{4}) // ^D: end of file on the terminal
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit: %v, want 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("^D did not stop the switch")
+	}
+	if !strings.HasSuffix(o.String(), "EOF on stdin, cleaning up and exiting\n") {
+		t.Errorf("output %q", o.String())
+	}
+	if _, err := os.Stat(ctl); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
 	}
 }

@@ -40,8 +40,8 @@ type Config struct {
 	Pcap io.Writer
 	// SocketMode, when non-zero, is applied to control sockets.
 	SocketMode os.FileMode
-	// SocketGID, when >= 0, is the group given to control sockets.
-	SocketGID int
+	// SocketGroup, when non-nil, is the group ID given to control sockets.
+	SocketGroup *int
 	// RequestTimeout bounds the wait for a new connection's request
 	// (default 30 s): a client that connects and says nothing is dropped.
 	RequestTimeout time.Duration
@@ -144,8 +144,8 @@ func (s *Switch) Listen(path string, vlan uint16) error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.SocketGID >= 0 {
-		if err := os.Lchown(path, -1, s.cfg.SocketGID); err != nil {
+	if s.cfg.SocketGroup != nil {
+		if err := os.Lchown(path, -1, *s.cfg.SocketGroup); err != nil {
 			unix.Close(fd)
 			os.Remove(path)
 			return fmt.Errorf("control socket %s: %w", path, err)

@@ -49,9 +49,6 @@ func startSwitch(t *testing.T, cfg Config) (*Switch, string, *syncBuffer) {
 	t.Helper()
 	log := &syncBuffer{}
 	cfg.Out = log
-	if cfg.SocketGID == 0 {
-		cfg.SocketGID = -1
-	}
 	s := New(cfg)
 	ctl := filepath.Join(t.TempDir(), "ctl")
 	if err := s.Listen(ctl, 0); err != nil {
@@ -299,7 +296,7 @@ func TestStaleSocketTakeover(t *testing.T) {
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
-	s := New(Config{SocketGID: -1, SocketMode: 0o660})
+	s := New(Config{SocketMode: 0o660})
 	if err := s.Listen(ctl, 0); err != nil {
 		t.Fatalf("stale socket not taken over: %v", err)
 	}
@@ -310,7 +307,7 @@ func TestStaleSocketTakeover(t *testing.T) {
 		t.Errorf("control socket mode %v, want 0660", st.Mode().Perm())
 	}
 	// A second switch on the live socket is refused.
-	s2 := New(Config{SocketGID: -1})
+	s2 := New(Config{})
 	err = s2.Listen(ctl, 0)
 	var be *BindError
 	if !errors.As(err, &be) || !be.InUse {
@@ -372,7 +369,7 @@ func TestCompatV0(t *testing.T) {
 
 func TestVLAN(t *testing.T) {
 	log := &syncBuffer{}
-	s := New(Config{Out: log, SocketGID: -1})
+	s := New(Config{Out: log})
 	dir := t.TempDir()
 	ctl0, ctl10, ctl20 := filepath.Join(dir, "c0"), filepath.Join(dir, "c10"), filepath.Join(dir, "c20")
 	for _, c := range []struct {
@@ -497,7 +494,7 @@ func fakeTap(t *testing.T) (*os.File, *os.File) {
 // untagged; tagged frames from it reach only their VLAN.
 func TestTrunkTap(t *testing.T) {
 	log := &syncBuffer{}
-	s := New(Config{Out: log, SocketGID: -1})
+	s := New(Config{Out: log})
 	dir := t.TempDir()
 	ctl0, ctl10 := filepath.Join(dir, "c0"), filepath.Join(dir, "c10")
 	if err := s.Listen(ctl0, 0); err != nil {
