@@ -13,6 +13,8 @@ type Handler interface {
 	// stop). regs are the task's registers: OrigRax is the number, Rdi,
 	// Rsi, Rdx, R10, R8, R9 the arguments. A handler may change regs
 	// (they are written back when changed) and says how to go on.
+	// Returning Native after inspecting pointer arguments decides nothing:
+	// another thread can change that memory before the host reads it.
 	Syscall(t *Task, regs *abi.Regs) Action
 	// SyscallExit is called at the syscall-exit stop of a syscall for
 	// which Syscall returned NativeExit; regs.Rax holds the result and

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -22,7 +23,9 @@ import (
 // "spawn N PATH…" does it with posix_spawn (clone(CLONE_VM|CLONE_VFORK));
 // "threads" runs 4 threads making 100 getuid calls each; "clones" tries
 // namespace and CLONE_UNTRACED clones and a seccomp listener;
-// "threadexec PATH…" execs from a second thread.
+// "threadexec PATH…" execs from a second thread; "freeze" calls getuid
+// while a second thread spins ("freeze traps": 50 times, while the second
+// thread loops on getgid).
 const probeSrc = `
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,6 +45,16 @@ const probeSrc = `
 static void *worker(void *arg) {
 	for (int i = 0; i < 100; i++)
 		syscall(SYS_getuid);
+	return arg;
+}
+
+static volatile int stop, spinning;
+
+static void *spin(void *arg) {
+	spinning = 1;
+	while (!stop)
+		if (arg)
+			syscall(SYS_getgid);
 	return arg;
 }
 
@@ -138,6 +151,18 @@ int main(int argc, char **argv) {
 		pthread_create(&th, NULL, execer, argv + 2);
 		pthread_join(th, NULL);
 		return 3;
+	}
+	if (argc > 1 && !strcmp(argv[1], "freeze")) {
+		pthread_t th;
+		pthread_create(&th, NULL, spin, argc > 2 ? argv : NULL);
+		while (!spinning)
+			;
+		for (int i = 0; i < (argc > 2 ? 50 : 1); i++)
+			syscall(SYS_getuid);
+		stop = 1;
+		pthread_join(th, NULL);
+		printf("joined\n");
+		return 0;
 	}
 	if (argc > 1 && !strcmp(argv[1], "threads")) {
 		pthread_t th[4];
@@ -466,5 +491,63 @@ func TestExecFromThread(t *testing.T) {
 	}
 	if h.execs[1].OldTid == h.tids[1] || h.tids[1] != h.tids[0] {
 		t.Errorf("thread exec: old tid %d, tid %d (init %d): want a different old tid and the leader's tid", h.execs[1].OldTid, h.tids[1], h.tids[0])
+	}
+}
+
+// freezeHandler stops the siblings of the getuid caller and records the
+// state of each as /proc shows it before, during and after.
+type freezeHandler struct {
+	PassThrough
+	states []string
+}
+
+func (h *freezeHandler) Syscall(t *Task, r *abi.Regs) Action {
+	if r.OrigRax != abi.SYS_GETUID {
+		return Native()
+	}
+	others := func() string {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", t.Tgid))
+		var st []byte
+		for _, e := range ents {
+			if tid, _ := strconv.Atoi(e.Name()); tid != t.Tid {
+				c, _ := procState(tid)
+				st = append(st, c)
+			}
+		}
+		return string(st)
+	}
+	h.states = append(h.states, others())
+	resume := t.StopSiblings()
+	h.states = append(h.states, others())
+	resume()
+	h.states = append(h.states, others())
+	return Emulate(0)
+}
+
+// TestStopSiblings: a spinning sibling thread is stopped while the handler
+// works and runs again afterwards.
+func TestStopSiblings(t *testing.T) {
+	h := &freezeHandler{}
+	ws, out := runGuest(t, Config{Path: probe(t), Handler: h, Argv: []string{"probe", "freeze"}})
+	if out != "joined\n" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v", out, ws)
+	}
+	if len(h.states) != 3 || h.states[0] != "R" || h.states[1] != "t" || h.states[2] == "t" {
+		t.Errorf("sibling states before/during/after %q, want R, t, running", h.states)
+	}
+	// The sibling traps too: its stops collected while freezing are
+	// handled afterwards, and nothing is lost or hangs.
+	h = &freezeHandler{}
+	ws, out = runGuest(t, Config{Path: probe(t), Handler: h, Argv: []string{"probe", "freeze", "traps"}})
+	if out != "joined\n" || ws.ExitStatus() != 0 {
+		t.Errorf("with traps: output %q status %v", out, ws)
+	}
+	for i := 1; i < len(h.states); i += 3 {
+		if h.states[i] != "t" {
+			t.Errorf("with traps, freeze %d: sibling state %q", i/3, h.states[i])
+		}
+	}
+	if len(h.states) != 150 {
+		t.Errorf("with traps: %d states, want 150", len(h.states))
 	}
 }

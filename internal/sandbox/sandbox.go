@@ -225,6 +225,7 @@ type Sandbox struct {
 	err     error
 	tasks   map[int]*Task
 	early   map[int]int // tid → wait status of tasks that died unannounced
+	pending []waitEvent // stops collected by StopSiblings, handled next
 }
 
 // ErrExec is wrapped by Wait's error when the stub could not exec the
@@ -362,7 +363,7 @@ func (s *Sandbox) spawn() (statusR *os.File, err error) {
 		statR.Close()
 		return nil, fmt.Errorf("sandbox: PTRACE_SEIZE of stub %d: %w", s.Pid, err)
 	}
-	s.tasks[s.Pid] = &Task{Tid: s.Pid, Tgid: s.Pid, stub: true, started: true, announced: true}
+	s.tasks[s.Pid] = &Task{Tid: s.Pid, Tgid: s.Pid, stub: true, started: true, announced: true, sb: s}
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(stubConfig{Filter: s.filter, Notify: s.notify, Path: s.cfg.Path, Argv: s.cfg.Argv, Env: s.cfg.Env}); err != nil {
 		unix.Kill(s.Pid, unix.SIGKILL)

@@ -23,6 +23,8 @@ type Task struct {
 	// Data is the kernel's per-task state; the sandbox never touches it.
 	Data any
 
+	sb        *Sandbox
+	queued    bool // has a stop in Sandbox.pending
 	stub      bool // still the engine's stub, before its exec
 	started   bool // its first stop has been seen and resumed
 	announced bool // EvClone has been delivered (or it needs none)
@@ -145,8 +147,8 @@ func (t *Task) Signal(sig unix.Signal) error {
 // file, not /proc/<engine>/fd/N (refused across user namespaces). Return
 // Native() afterwards: the host builds the new image.
 //
-// Other threads sharing the task's memory must be stopped first (not done
-// here yet: milestone 1 guests exec from single-threaded processes).
+// Stop the other threads first (StopSiblings) so none can change the
+// written path before the host reads it.
 func (t *Task) RedirectExec(regs *abi.Regs, hostPath string) error {
 	return t.RewriteExec(regs, hostPath, nil, 0)
 }

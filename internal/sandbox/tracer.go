@@ -41,9 +41,21 @@ func (s *Sandbox) tracer() {
 	execed := false
 	for {
 		var ws unix.WaitStatus
-		// __WNOTHREAD: only this thread's children and tracees, so the
-		// engine's other children (os/exec elsewhere) are never reaped here.
-		tid, err := unix.Wait4(-1, &ws, abi.WALL|abi.WNOTHREAD, nil)
+		var tid int
+		var err error
+		if len(s.pending) > 0 {
+			// Stops collected while freezing threads come first.
+			tid, ws = s.pending[0].tid, s.pending[0].ws
+			s.pending = s.pending[1:]
+			if t := s.tasks[tid]; t != nil {
+				t.queued = false
+			}
+		} else {
+			// __WNOTHREAD: only this thread's children and tracees, so
+			// the engine's other children (os/exec elsewhere) are never
+			// reaped here.
+			tid, err = unix.Wait4(-1, &ws, abi.WALL|abi.WNOTHREAD, nil)
+		}
 		if err == unix.EINTR {
 			continue
 		}
@@ -93,7 +105,7 @@ func (s *Sandbox) stopped(tid int, status uint32) (stubExec bool) {
 	t := s.tasks[tid]
 	if t == nil {
 		// A new task whose creation event has not been seen yet.
-		t = &Task{Tid: tid, Tgid: tid}
+		t = &Task{Tid: tid, Tgid: tid, sb: s}
 		s.tasks[tid] = t
 	}
 	switch {
@@ -227,7 +239,7 @@ func (s *Sandbox) cloned(t *Task, event int) {
 	status, gone := s.early[ctid]
 	delete(s.early, ctid)
 	if c == nil {
-		c = &Task{Tid: ctid}
+		c = &Task{Tid: ctid, sb: s}
 		if !gone {
 			s.tasks[ctid] = c
 		}
@@ -284,4 +296,57 @@ func enforce(regs *abi.Regs) (Action, bool) {
 		}
 	}
 	return Action{}, false
+}
+
+// waitEvent is a wait status collected out of order.
+type waitEvent struct {
+	tid int
+	ws  unix.WaitStatus
+}
+
+// StopSiblings stops every other thread of t's thread group and returns a
+// function that resumes them. Call it from a Handler method (the tracer
+// thread) before writing guest memory the host kernel will read, so no
+// other thread can change it in between (TOCTOU), and call the returned
+// function before the handler returns. Stops the siblings report meanwhile
+// are kept and handled after the current one.
+func (t *Task) StopSiblings() (resume func()) {
+	s := t.sb
+	if s == nil {
+		return func() {}
+	}
+	var frozen []int
+	for _, o := range s.tasks {
+		if o == t || o.Tgid != t.Tgid || o.held || o.queued || !o.started {
+			continue
+		}
+		if ptrace(abi.PTRACE_INTERRUPT, o.Tid, 0, 0) != nil {
+			continue // gone
+		}
+		for {
+			var ws unix.WaitStatus
+			_, err := unix.Wait4(o.Tid, &ws, abi.WALL|abi.WNOTHREAD, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				break
+			}
+			st := uint32(ws)
+			if ws.Stopped() && st>>16 == abi.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP {
+				frozen = append(frozen, o.Tid) // our interrupt
+			} else {
+				// Another stop (or its exit) came first: it is stopped
+				// now, and the main loop handles that stop later.
+				s.pending = append(s.pending, waitEvent{o.Tid, ws})
+				o.queued = true
+			}
+			break
+		}
+	}
+	return func() {
+		for _, tid := range frozen {
+			ptrace(abi.PTRACE_CONT, tid, 0, 0)
+		}
+	}
 }
