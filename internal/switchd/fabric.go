@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 )
 
 // MAC is an Ethernet address.
@@ -59,6 +60,7 @@ type fabric struct {
 	hub   bool
 	age   int64 // nanoseconds
 	table map[tkey]*entry
+	quiet map[tkey]int64 // when an unknown destination was last logged
 	logf  func(format string, a ...any)
 }
 
@@ -92,11 +94,16 @@ func (f *fabric) route(ps *portSet, in *Port, frame []byte, vid uint16, now int6
 			}
 			return dsts
 		}
-		from := "UNKNOWN"
-		if in != nil {
-			from = fmt.Sprint(in.ID)
+		// Logged at most once a second per address: a stream to a
+		// silent receiver is all unknown unicast.
+		if k := (tkey{vid, dst}); now-f.quiet[k] >= int64(time.Second) || f.quiet[k] == 0 {
+			f.quiet[k] = now
+			from := "UNKNOWN"
+			if in != nil {
+				from = fmt.Sprint(in.ID)
+			}
+			f.logf("unknown Addr: %s from port %s\n", dst, from)
 		}
-		f.logf("unknown Addr: %s from port %s\n", dst, from)
 	}
 	for _, p := range ps.list {
 		if p != in && p.member(vid) {
@@ -120,6 +127,11 @@ func (f *fabric) expire(now int64) {
 	for k, e := range f.table {
 		if now-e.seen > f.age {
 			delete(f.table, k)
+		}
+	}
+	for k, t := range f.quiet {
+		if now-t >= int64(time.Second) {
+			delete(f.quiet, k)
 		}
 	}
 }

@@ -126,7 +126,7 @@ func New(cfg Config) *Switch {
 	s := &Switch{cfg: cfg, start: time.Now(), done: make(chan struct{}), conns: map[net.Conn]struct{}{}, nextID: 5, shared: -1, epfd: -1, wakeFD: -1}
 	s.out.w = cfg.Out
 	s.age = int64(cfg.Age)
-	s.fab = fabric{hub: cfg.Hub, age: s.age, table: map[tkey]*entry{}, logf: s.logf}
+	s.fab = fabric{hub: cfg.Hub, age: s.age, table: map[tkey]*entry{}, quiet: map[tkey]int64{}, logf: s.logf}
 	s.ports.Store(&portSet{byAddr: map[Addr]*Port{}, byID: map[int]*Port{}})
 	if cfg.Pcap != nil {
 		s.pcap = newPcapWriter(cfg.Pcap)

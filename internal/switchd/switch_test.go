@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -542,4 +543,37 @@ func TestTrunkTap(t *testing.T) {
 	peer.Write(in)
 	expect(t, a0, in)
 	expectNone(t, a10)
+}
+
+// TestUnknownLogRateLimited: a stream to an unknown address floods, but is
+// logged once a second, not once a frame.
+func TestUnknownLogRateLimited(t *testing.T) {
+	_, ctl, log := startSwitch(t, Config{})
+	a, b := dial(t, ctl), dial(t, ctl)
+	for i := 0; i < 5; i++ {
+		f := frame(mac(0x42), mac(1), fmt.Sprint(i))
+		a.WriteFrame(f)
+		expect(t, b, f)
+	}
+	if n := strings.Count(log.String(), "unknown Addr: 02:00:00:00:00:42"); n != 1 {
+		t.Errorf("logged %d times, want 1:\n%s", n, log.String())
+	}
+}
+
+// ExampleDial shows the client side of the daemon protocol, as a UML
+// kernel's eth0=daemon transport uses it.
+func ExampleDial() {
+	c, err := Dial("/tmp/uml.ctl")
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	f := make([]byte, 60)
+	copy(f, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x88, 0xb5})
+	c.WriteFrame(f) // a broadcast to every other port
+	buf := make([]byte, MaxFrame)
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := c.ReadFrame(buf); err == nil {
+		_ = buf[:n] // one raw Ethernet frame
+	}
 }
