@@ -382,3 +382,57 @@ func TestBuildDefault(t *testing.T) {
 		t.Errorf("log: %s", log.String())
 	}
 }
+
+// FuzzAddTar unpacks three-member archives of any names, types and link
+// targets: nothing may be created outside the tree (the sibling directory
+// stays empty) and nothing may panic.
+func FuzzAddTar(f *testing.F) {
+	f.Add("evil", byte(tar.TypeSymlink), "/outside", "evil/x", byte(tar.TypeReg), "", "evil/../../y", byte(tar.TypeDir), "")
+	f.Add("a", byte(tar.TypeSymlink), "../../../outside", "a/b", byte(tar.TypeDir), "", "a/b/c", byte(tar.TypeReg), "")
+	f.Add("l", byte(tar.TypeSymlink), "/", "h", byte(tar.TypeLink), "l/../outside", "d", byte(tar.TypeChar), "")
+	f.Add("x", byte(tar.TypeReg), "", "x/y", byte(tar.TypeReg), "", "x", byte(tar.TypeDir), "")
+	f.Fuzz(func(t *testing.T, n1 string, t1 byte, l1 string, n2 string, t2 byte, l2 string, n3 string, t3 byte, l3 string) {
+		base := t.TempDir()
+		root := filepath.Join(base, "root")
+		outside := filepath.Join(base, "outside")
+		os.Mkdir(root, 0o755)
+		os.Mkdir(outside, 0o755)
+		var hs []*tar.Header
+		for _, e := range []struct {
+			n string
+			t byte
+			l string
+		}{{n1, t1, l1}, {n2, t2, l2}, {n3, t3, l3}} {
+			if strings.ContainsRune(e.n, 0) || strings.ContainsRune(e.l, 0) || len(e.n) > 200 || len(e.l) > 200 {
+				return
+			}
+			hs = append(hs, &tar.Header{Name: e.n, Typeflag: e.t, Linkname: e.l, Mode: 0o755})
+		}
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, h := range hs {
+			if h.Typeflag == tar.TypeReg {
+				h.Size = 1
+			}
+			if err := tw.WriteHeader(h); err != nil {
+				return
+			}
+			if h.Typeflag == tar.TypeReg {
+				tw.Write([]byte("x"))
+			}
+		}
+		tw.Close()
+		tr, err := NewTree(root, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.AddTar(&buf, nil)
+		if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+			t.Fatalf("created outside the tree: %v", ents)
+		}
+		if ents, _ := os.ReadDir(base); len(ents) != 2 {
+			t.Fatalf("created beside the tree: %v", ents)
+		}
+		tr.fixups(nil)
+	})
+}
