@@ -121,6 +121,13 @@ func debianImage(t *testing.T) string {
 		if err := os.Rename(tmp, cached); err != nil {
 			t.Fatal(err)
 		}
+		// Older recipes' images only take space.
+		old, _ := filepath.Glob(filepath.Join(filepath.Dir(cached), "rootstrap-debian-*.img"))
+		for _, o := range old {
+			if o != cached {
+				os.Remove(o)
+			}
+		}
 		t.Logf("built the Debian image in %.0fs", time.Since(start).Seconds())
 	}
 	img := filepath.Join(t.TempDir(), "debian.img")
