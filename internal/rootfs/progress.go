@@ -35,14 +35,36 @@ type Progress struct {
 	total   int
 	status  bool // a status line is on screen
 	now     func() time.Time
+
+	stop     chan struct{}
+	finished bool
 }
 
 // NewProgress returns a reporter writing to w (stderr). tty selects the
 // in-place status line; quiet silences everything but errors; verbose
 // also shows the commands' output. log, if not nil, receives everything.
 func NewProgress(w io.Writer, tty, quiet, verbose bool, log io.Writer) *Progress {
-	p := &Progress{w: w, tty: tty, quiet: quiet, verbose: verbose, log: log, now: time.Now}
+	p := &Progress{w: w, tty: tty, quiet: quiet, verbose: verbose, log: log, now: time.Now, stop: make(chan struct{})}
 	p.start = p.now()
+	if tty && !quiet {
+		// Keep the elapsed time moving while a tool works silently.
+		go func() {
+			tk := time.NewTicker(500 * time.Millisecond)
+			defer tk.Stop()
+			for {
+				select {
+				case <-p.stop:
+					return
+				case <-tk.C:
+					p.mu.Lock()
+					if p.phase != "" && !p.finished {
+						p.drawLocked()
+					}
+					p.mu.Unlock()
+				}
+			}
+		}()
+	}
 	return p
 }
 
@@ -149,6 +171,10 @@ func (p *Progress) Output(line string) {
 func (p *Progress) Done(ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.finished {
+		p.finished = true
+		close(p.stop)
+	}
 	if p.status {
 		fmt.Fprint(p.w, "\r\033[K")
 		p.status = false
