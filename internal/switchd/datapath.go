@@ -25,6 +25,12 @@ func (s *Switch) dataLoop() {
 	fw := newForwarder(s, false)
 	events := make([]unix.EpollEvent, 64)
 	for {
+		// Checked before every wait: Close sets closing before it wakes
+		// us, so a wake-up consumed below for another reason (a port
+		// leaving) cannot hide it.
+		if s.closing.Load() {
+			return
+		}
 		n, err := unix.EpollWait(s.epfd, events, -1)
 		if s.closing.Load() {
 			return

@@ -72,6 +72,24 @@ func dial(t *testing.T, ctl string) *Conn {
 	return c
 }
 
+// strangerSend sends f to addr from a socket that never registered.
+func strangerSend(t *testing.T, addr Addr, f []byte) error {
+	t.Helper()
+	me := NewClientAddr()
+	sf, err := dgramSocket(&me, "stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	rc, err := sf.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = sendto(fd, f, &addr) })
+	return serr
+}
+
 func mac(n byte) MAC { return MAC{0x02, 0, 0, 0, 0, n} }
 
 func frame(dst, src MAC, payload string) []byte {
@@ -249,19 +267,9 @@ func TestBadInput(t *testing.T) {
 	log.waitLog(t, "EOF from new port")
 	// A socket that never registered cannot inject frames into a port:
 	// the port's data socket is connected to its client only.
-	stranger := NewClientAddr()
-	sf, err := dgramSocket(&stranger, "stranger")
-	if err != nil {
-		t.Fatal(err)
+	if err := strangerSend(t, a.SwitchAddr(), frame(bcast, mac(7), "spoof")); err == nil {
+		t.Error("a stranger could send to a port's data socket")
 	}
-	defer sf.Close()
-	rc, _ := sf.SyscallConn()
-	da := a.SwitchAddr()
-	rc.Control(func(fd uintptr) {
-		if err := sendto(fd, frame(bcast, mac(7), "spoof"), &da); err == nil {
-			t.Error("a stranger could send to a port's data socket")
-		}
-	})
 	expectNone(t, b)
 	// Runt frames are counted but not forwarded.
 	a.WriteFrame([]byte{1, 2, 3})
@@ -348,19 +356,9 @@ func TestCompatV0(t *testing.T) {
 	b.WriteFrame(frame(mac(1), mac(2), "back"))
 	expect(t, a, frame(mac(1), mac(2), "back"))
 	// Frames from a socket that never registered are logged and dropped.
-	stranger := NewClientAddr()
-	sf, err := dgramSocket(&stranger, "stranger")
-	if err != nil {
+	if err := strangerSend(t, s.DataAddr(), frame(bcast, mac(7), "spoof")); err != nil {
 		t.Fatal(err)
 	}
-	defer sf.Close()
-	rc, _ := sf.SyscallConn()
-	da := s.DataAddr()
-	rc.Control(func(fd uintptr) {
-		if err := sendto(fd, frame(bcast, mac(7), "spoof"), &da); err != nil {
-			t.Error(err)
-		}
-	})
 	log.waitLog(t, "Unknown connection for packet")
 	expectNone(t, b)
 	if st := s.Stats(); st.UnknownFrames != 1 {
