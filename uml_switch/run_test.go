@@ -389,3 +389,37 @@ func TestEOFOnTerminal(t *testing.T) {
 		t.Errorf("control socket left behind: %v", err)
 	}
 }
+
+// TestUnitFile checks docs/uml_switch.service with systemd-analyze verify
+// (ExecStart pointed at our binary) and that it uses the Debian kernel's
+// default control socket.
+func TestUnitFile(t *testing.T) {
+	sa := testutil.NeedCmd(t, "systemd-analyze")[0]
+	root, err := testutil.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "docs", "uml_switch.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	for _, want := range []string{"Type=notify", "-unix /run/uml-utilities/uml_switch.ctl", "RuntimeDirectory=uml-utilities"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+	unit = strings.ReplaceAll(unit, "/usr/local/bin/uml_switch", binPath(t))
+	p := filepath.Join(t.TempDir(), "uml_switch.service")
+	if err := os.WriteFile(p, []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", p).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		// Without a running systemd, verify can only complain about that.
+		if strings.Contains(string(out), "System has not been booted with systemd") {
+			testutil.Skip(t, "systemd-analyze verify needs systemd: %s", out)
+		}
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
