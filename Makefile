@@ -4,7 +4,7 @@
 #   make test            gofmt, go vet, unit + interop tests, 10 s per fuzz target
 #   make fuzz            every fuzz target for FUZZTIME (default 2m)
 #   make bench           speed ratios against the C originals, from one run
-#   make install         DESTDIR, PREFIX (/usr/local), BINDIR, MANDIR, COMPDIR
+#   make install         DESTDIR, PREFIX (/usr/local), BINDIR, MANDIR, COMPDIR, UNITDIR
 #   make clean
 
 BINS     := linux uml_mconsole uml_moo uml_mkcow uml_switch uml_net tunctl rootstrap
@@ -15,6 +15,7 @@ PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 MANDIR   ?= $(PREFIX)/share/man
 COMPDIR  ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
 DOCDIR   ?= $(PREFIX)/share/doc/umltools
 DESTDIR  ?=
 
@@ -59,6 +60,9 @@ install: build
 		install -m 0644 $$c $(DESTDIR)$(COMPDIR)/; \
 		echo "install $$c -> $(DESTDIR)$(COMPDIR)/"; \
 	done
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's#/usr/local/bin/#$(BINDIR)/#g' docs/uml_switch.service > $(DESTDIR)$(UNITDIR)/uml_switch.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/uml_switch.service
 
 clean:
 	rm -rf bin

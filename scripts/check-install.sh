@@ -22,5 +22,7 @@ for b in linux uml_mconsole uml_moo uml_mkcow uml_switch uml_net tunctl rootstra
 		[ -f "$dest/usr/share/bash-completion/completions/$b" ] || bad "no bash completion for $b"
 	fi
 done
+unit="$dest/usr/lib/systemd/system/uml_switch.service"
+grep -q '^ExecStart=/usr/bin/uml_switch ' "$unit" 2>/dev/null || bad "uml_switch.service missing or its ExecStart not rewritten to BINDIR"
 [ $fail -eq 0 ] && echo "install layout ok: $(cd "$dest" && find . -type f | wc -l) files"
 exit $fail
