@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"regexp"
@@ -18,32 +16,15 @@ import (
 // under the same name earlier on PATH.
 const cClient = "/usr/bin/uml_mconsole"
 
-type result struct {
-	out, err string
-	rc       int
-}
+type result = testutil.Result
 
 // runClient runs a client binary with HOME=home and a hard timeout.
 func runClient(t *testing.T, bin, home, stdin string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+home)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("%s %q: hung (killed after 20s)", bin, args)
-	}
-	rc := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		rc = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("%s: %v", bin, err)
-	}
-	return result{out.String(), errb.String(), rc}
+	return testutil.RunCmd(t, cmd, 20*time.Second)
 }
 
 // bootForMconsole boots the C kernel (hostfs root) with an init that
@@ -87,8 +68,8 @@ func TestInteropCKernel(t *testing.T) {
 			want := runClient(t, cClient, home, "", args...)
 			got := runClient(t, ours, home, "", args...)
 			if cmd[0] == "proc" && cmd[1] == "uptime" {
-				if !uptime.MatchString(got.out) || !uptime.MatchString(want.out) || got.rc != want.rc {
-					t.Errorf("proc uptime: ours %q rc %d, C %q rc %d", got.out, got.rc, want.out, want.rc)
+				if !uptime.MatchString(got.Stdout) || !uptime.MatchString(want.Stdout) || got.Code != want.Code {
+					t.Errorf("proc uptime: ours %q rc %d, C %q rc %d", got.Stdout, got.Code, want.Stdout, want.Code)
 				}
 				continue
 			}
@@ -98,8 +79,8 @@ func TestInteropCKernel(t *testing.T) {
 		}
 	}
 	// remove ubd9 must be 237 (-ENODEV), as measured.
-	if r := runClient(t, ours, home, "", u.Umid, "remove", "ubd9"); r.rc != 237 {
-		t.Errorf("remove ubd9: rc %d", r.rc)
+	if r := runClient(t, ours, home, "", u.Umid, "remove", "ubd9"); r.Code != 237 {
+		t.Errorf("remove ubd9: rc %d", r.Code)
 	}
 	// Stateful: stop, version, stop again, go — the same sequence by each.
 	seq := [][]string{{"stop"}, {"version"}, {"stop"}, {"go"}, {"go"}}
@@ -115,7 +96,7 @@ func TestInteropCKernel(t *testing.T) {
 			t.Errorf("%v: ours %+v, C %+v", seq[i], oOut[i], cOut[i])
 		}
 	}
-	if oOut[0].out != "OK stopped\n" || oOut[2].out != "ERR Already stopped\n" || oOut[3].out != "OK \n" {
+	if oOut[0].Stdout != "OK stopped\n" || oOut[2].Stdout != "ERR Already stopped\n" || oOut[3].Stdout != "OK \n" {
 		t.Errorf("stop/go sequence: %+v", oOut)
 	}
 	// Interactive, stdin not a terminal: readline-style echo, prompt, EOF.
@@ -129,8 +110,8 @@ func TestInteropCKernel(t *testing.T) {
 	// message where the C client says "Sending command to '' : Invalid argument".
 	want = runClient(t, cClient, home, "", "nosuchumid", "version")
 	got = runClient(t, ours, home, "", "nosuchumid", "version")
-	if got.rc != 1 || want.rc != 1 || !strings.HasPrefix(got.err, strings.Split(want.err, "Sending")[0]) ||
-		!strings.Contains(got.err, "no mconsole socket found for 'nosuchumid'") {
+	if got.Code != 1 || want.Code != 1 || !strings.HasPrefix(got.Stderr, strings.Split(want.Stderr, "Sending")[0]) ||
+		!strings.Contains(got.Stderr, "no mconsole socket found for 'nosuchumid'") {
 		t.Errorf("missing machine:\n ours %+v\n    C %+v", got, want)
 	}
 }
@@ -168,8 +149,8 @@ func TestInteropLongReplies(t *testing.T) {
 
 		start := time.Now()
 		r := runClient(t, ours, home, "", append([]string{u.Umid}, strings.Fields(cmd)...)...)
-		if r.rc != 0 || !strings.HasPrefix(r.out, "OK ") || len(r.out) < len(resp.Text)/2 {
-			t.Errorf("%s via uml_mconsole: rc %d, %d bytes: %.200q", cmd, r.rc, len(r.out), r.out)
+		if r.Code != 0 || !strings.HasPrefix(r.Stdout, "OK ") || len(r.Stdout) < len(resp.Text)/2 {
+			t.Errorf("%s via uml_mconsole: rc %d, %d bytes: %.200q", cmd, r.Code, len(r.Stdout), r.Stdout)
 		}
 		if time.Since(start) > 5*time.Second {
 			t.Errorf("%s took %v", cmd, time.Since(start))
@@ -196,7 +177,7 @@ func TestInteropHalt(t *testing.T) {
 			t.Errorf("%s halt: umid directory left behind (%v)", bin, err)
 		}
 	}
-	if res[0] != res[1] || res[1].out != "OK \n" || res[1].rc != 0 {
+	if res[0] != res[1] || res[1].Stdout != "OK \n" || res[1].Code != 0 {
 		t.Errorf("halt: C %+v, ours %+v", res[0], res[1])
 	}
 }

@@ -78,16 +78,9 @@ func TestUsageMatchesC(t *testing.T) {
 		runIt := func(bin string) res {
 			cmd := exec.Command(bin, args...)
 			cmd.Dir = dir
-			var o, e bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &o, &e
-			err := cmd.Run()
-			code := 0
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				code = ee.ExitCode()
-			}
+			r := testutil.RunCmd(t, cmd, 20*time.Second)
 			// Both print argv[0]; make the names comparable.
-			return res{strings.ReplaceAll(o.String(), bin, "uml_switch"), strings.ReplaceAll(e.String(), bin, "uml_switch"), code}
+			return res{strings.ReplaceAll(r.Stdout, bin, "uml_switch"), strings.ReplaceAll(r.Stderr, bin, "uml_switch"), r.Code}
 		}
 		o, cr := runIt(ours), runIt(c)
 		if o != cr {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/umltools/umltools/internal/cli"
 )
@@ -163,9 +164,29 @@ func RunC(t testing.TB, path string, args ...string) Result {
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Args[0] = filepath.Base(path)
+	return RunCmd(t, cmd, 0)
+}
+
+// RunCmd runs a prepared command (its Stdin, Dir and Env as the caller set
+// them), capturing stdout and stderr, and returns them with the exit
+// status; a death by signal reads as 128+sig. With timeout > 0 the command
+// is killed after it and t fails: a tool that hangs is a defect.
+func RunCmd(t testing.TB, cmd *exec.Cmd, timeout time.Duration) Result {
+	t.Helper()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", cmd.Path, err)
+	}
+	var timer *time.Timer
+	hung := make(chan bool, 1)
+	if timeout > 0 {
+		timer = time.AfterFunc(timeout, func() { hung <- true; cmd.Process.Kill() })
+	}
+	err := cmd.Wait()
+	if timer != nil && !timer.Stop() && <-hung {
+		t.Fatalf("%s %q: hung, killed after %v", cmd.Path, cmd.Args[1:], timeout)
+	}
 	code := 0
 	var xe *exec.ExitError
 	if errors.As(err, &xe) {
