@@ -124,14 +124,15 @@ func Ext4Tree(t testing.TB) (dir string, note string) {
 	write("xattr/acl", []byte("acl"), 0o640)
 	must(unix.Setxattr(p("xattr/acl"), "system.posix_acl_access", posixACL(1234), 0))
 	write("bin/ping", random(3000), 0o755)
+	if !root {
+		return dir, "not root: no device nodes, owners, security.capability or trusted.* xattrs in the tree"
+	}
 	// security.capability v2: cap_net_raw (bit 13) permitted+effective.
+	// Setting it needs CAP_SETFCAP.
 	capv := make([]byte, 20)
 	binary.LittleEndian.PutUint32(capv[0:], 0x02000001)
 	binary.LittleEndian.PutUint32(capv[4:], 1<<13)
 	must(unix.Setxattr(p("bin/ping"), "security.capability", capv, 0))
-	if !root {
-		return dir, "not root: no device nodes, owners or trusted.* xattrs in the tree"
-	}
 	must(unix.Mknod(p("dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	must(unix.Mknod(p("dev/sda1"), unix.S_IFBLK|0o660, int(unix.Mkdev(8, 1))))
 	must(unix.Mknod(p("dev/bigmajor"), unix.S_IFCHR|0o600, int(unix.Mkdev(300, 70000))))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -19,7 +20,7 @@ var binMu sync.Mutex
 // $UMLTEST_SKIPLOG, so `make test` can list every skip with its reason.
 func Skip(t testing.TB, format string, a ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, a...)
+	msg := strings.Join(strings.Fields(fmt.Sprintf(format, a...)), " ") // one line
 	if p := os.Getenv("UMLTEST_SKIPLOG"); p != "" {
 		if f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
 			fmt.Fprintf(f, "SKIP: %s: %s\n", t.Name(), msg)
