@@ -101,7 +101,6 @@ func Ext4Tree(t testing.TB) (dir string, note string) {
 	must(os.Chmod(p("modes/setgid"), os.ModeSetgid|0o711))
 	must(os.MkdirAll(p("modes/sticky"), 0o755))
 	must(os.Chmod(p("modes/sticky"), os.ModeSticky|0o777))
-	write("modes/none", []byte("no perms"), 0)
 	// Deep nesting.
 	deep := "deep"
 	for i := 0; i < 20; i++ {
@@ -125,8 +124,10 @@ func Ext4Tree(t testing.TB) (dir string, note string) {
 	must(unix.Setxattr(p("xattr/acl"), "system.posix_acl_access", posixACL(1234), 0))
 	write("bin/ping", random(3000), 0o755)
 	if !root {
-		return dir, "not root: no device nodes, owners, security.capability or trusted.* xattrs in the tree"
+		return dir, "not root: no device nodes, owners, mode-0 file, security.capability or trusted.* xattrs in the tree"
 	}
+	// Unreadable to anyone but root (and mke2fs -d must read it).
+	write("modes/none", []byte("no perms"), 0)
 	// security.capability v2: cap_net_raw (bit 13) permitted+effective.
 	// Setting it needs CAP_SETFCAP.
 	capv := make([]byte, 20)
