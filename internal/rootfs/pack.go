@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/umltools/umltools/internal/hosttool"
 )
 
 const mib = 1 << 20
@@ -173,19 +174,13 @@ func (b *builder) debugfs(debugfs, img string, cmds []string) error {
 	return nil
 }
 
-// lookTool finds an e2fsprogs tool on PATH or in the sbin directories
-// ordinary users often lack on PATH.
+// lookTool finds an e2fsprogs tool, saying which package provides it.
 func lookTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
+	p, err := hosttool.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%w (install e2fsprogs)", err)
 	}
-	for _, d := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(d, name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found (install e2fsprogs)", name)
+	return p, nil
 }
 
 // usernsAttr makes the child root in a new user namespace mapping only the

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/umltools/umltools/internal/hosttool"
 )
 
 // binMu serialises on-demand builds of our binaries within a test binary.
@@ -47,18 +49,7 @@ func NeedCmd(t testing.TB, names ...string) []string {
 }
 
 // LookPath finds a command on PATH or in the sbin directories.
-func LookPath(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(d, name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: not found", name)
-}
+func LookPath(name string) (string, error) { return hosttool.LookPath(name) }
 
 // NeedRoot skips t unless it runs as root.
 func NeedRoot(t testing.TB) {
