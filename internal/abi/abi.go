@@ -261,12 +261,16 @@ const (
 
 // Misc constants for the exec path.
 const (
-	AT_FDCWD      = -100
-	AT_EMPTY_PATH = 0x1000
-	MFD_CLOEXEC   = 0x1
-	MFD_EXEC      = 0x10
-	PAGE_SIZE     = 4096
-	RedZone       = 128 // x86-64 SysV red zone below rsp
+	AT_FDCWD            = -100
+	AT_EMPTY_PATH       = 0x1000
+	AT_SYMLINK_NOFOLLOW = 0x100
+	AT_REMOVEDIR        = 0x200
+	AT_SYMLINK_FOLLOW   = 0x400
+	AT_EACCESS          = 0x200
+	MFD_CLOEXEC         = 0x1
+	MFD_EXEC            = 0x10
+	PAGE_SIZE           = 4096
+	RedZone             = 128 // x86-64 SysV red zone below rsp
 )
 
 // Regs is struct user_regs_struct on x86-64, the PTRACE_GETREGS layout. On

@@ -72,6 +72,7 @@ type stubConfig struct {
 	Path   string
 	Argv   []string
 	Env    []string
+	Chroot string
 }
 
 // stubFailed reports err on the status pipe (or stderr) and returns the
@@ -134,6 +135,16 @@ func runStub(spec string) error {
 		return err
 	}
 	empty := []byte{0}
+	if cfg.Chroot != "" {
+		// The guest's host root: a private directory, so that nothing a
+		// guest could get past the engine names a host path.
+		if err := unix.Chroot(cfg.Chroot); err != nil {
+			return fmt.Errorf("chroot %s: %w", cfg.Chroot, err)
+		}
+		if err := unix.Chdir("/"); err != nil {
+			return fmt.Errorf("chdir / in %s: %w", cfg.Chroot, err)
+		}
+	}
 	if _, _, e := unix.RawSyscall6(unix.SYS_PRCTL, abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
 		return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", e)
 	}
@@ -201,6 +212,11 @@ type Config struct {
 	// syscall.SysProcAttr); Ctty is a guest fd.
 	Setsid, Setctty bool
 	Ctty            int
+	// Chroot, when set, is the host directory the guest's processes
+	// see as their host root (the stub chroots there before exec), and
+	// Path is then relative to it. Exec redirection targets must lie
+	// inside it (see ExecDir.Guest).
+	Chroot string
 	// Pin puts the tracer thread and the guest (which inherits it) on
 	// host CPU number CPU: a trap then needs no cross-CPU wake-up, which
 	// is much cheaper on hosts with slow wake-ups, but it serialises
@@ -365,7 +381,7 @@ func (s *Sandbox) spawn() (statusR *os.File, err error) {
 	}
 	s.tasks[s.Pid] = &Task{Tid: s.Pid, Tgid: s.Pid, stub: true, started: true, announced: true, sb: s}
 	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(stubConfig{Filter: s.filter, Notify: s.notify, Path: s.cfg.Path, Argv: s.cfg.Argv, Env: s.cfg.Env}); err != nil {
+	if err := gob.NewEncoder(&buf).Encode(stubConfig{Filter: s.filter, Notify: s.notify, Path: s.cfg.Path, Argv: s.cfg.Argv, Env: s.cfg.Env, Chroot: s.cfg.Chroot}); err != nil {
 		unix.Kill(s.Pid, unix.SIGKILL)
 		statR.Close()
 		return nil, err

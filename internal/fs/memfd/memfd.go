@@ -1,0 +1,87 @@
+// Package memfd makes the host files that back guest regular files: a
+// memfd holding a file's content (the page cache of one inode), and
+// re-opens of it with a guest's access mode, each its own open file
+// description with its own offset.
+package memfd
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxName is the longest memfd name the kernel takes (249 bytes).
+const maxName = 249
+
+// New creates an empty memfd named name (shown in /proc/<pid>/maps). The
+// descriptor is close-on-exec in the engine.
+func New(name string) (*os.File, error) {
+	if len(name) > maxName {
+		name = name[len(name)-maxName:]
+	}
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), "memfd:"+name), nil
+}
+
+// Fill copies size bytes of r into f from offset 0, leaving all-zero
+// chunks as holes so a sparse file stays sparse.
+func Fill(f *os.File, r io.ReaderAt, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	buf := make([]byte, 1<<20)
+	zero := make([]byte, len(buf))
+	for off := int64(0); off < size; {
+		n := int64(len(buf))
+		if size-off < n {
+			n = size - off
+		}
+		got, err := r.ReadAt(buf[:n], off)
+		if err != nil && !(err == io.EOF && int64(got) == n) {
+			return fmt.Errorf("%s: reading at %d: %w", f.Name(), off, err)
+		}
+		if !bytes.Equal(buf[:n], zero[:n]) {
+			if _, err := f.WriteAt(buf[:n], off); err != nil {
+				return fmt.Errorf("%s: %w", f.Name(), err)
+			}
+		}
+		off += n
+	}
+	return nil
+}
+
+// FromBytes returns a new memfd holding b, re-opened read-only.
+func FromBytes(name string, b []byte) (*os.File, error) {
+	f, err := New(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return Reopen(f, syscall.O_RDONLY)
+}
+
+// Reopen opens f again through /proc/self/fd with the access mode and
+// status flags of a guest's open (O_APPEND, O_NONBLOCK, …; O_CREAT,
+// O_EXCL, O_TRUNC and O_CLOEXEC are dropped: the caller handles them). The
+// new file has its own offset.
+func Reopen(f *os.File, flags int) (*os.File, error) {
+	keep := syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_NONBLOCK | syscall.O_DSYNC | syscall.O_SYNC | syscall.O_NOATIME | syscall.O_DIRECT
+	fl := flags&keep | syscall.O_CLOEXEC
+	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	fd, err := syscall.Open(p, fl, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reopen %s: %w", f.Name(), err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}

@@ -1,0 +1,303 @@
+// Package procfs is the guest's /proc: a tree of per-process directories
+// and machine-wide files whose content the kernel generates (Source). Each
+// open takes a snapshot of the file in a memfd, so reads, seeks and mmaps
+// of it run natively.
+package procfs
+
+import (
+	"os"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/umltools/umltools/internal/fs/memfd"
+	"github.com/umltools/umltools/internal/vfs"
+)
+
+// Magic is PROC_SUPER_MAGIC.
+const Magic = 0x9fa0
+
+// Source is what the kernel tells procfs.
+type Source interface {
+	// Pids lists the guest pids of live processes.
+	Pids() []int
+	// Owner returns a process's effective uid and gid and start time.
+	Owner(pid int) (uid, gid uint32, start time.Time, ok bool)
+	// PidFile generates /proc/<pid>/<name> (stat, status, cmdline, comm,
+	// environ, mounts).
+	PidFile(c *vfs.Ctx, pid int, name string) ([]byte, error)
+	// PidLink resolves /proc/<pid>/<name> (cwd, exe, root).
+	PidLink(c *vfs.Ctx, pid int, name string) (string, error)
+	// Fds lists a process's fds and their link targets.
+	Fds(pid int) (map[int]string, error)
+	// File generates a machine-wide file such as meminfo.
+	File(c *vfs.Ctx, name string) ([]byte, error)
+}
+
+// PidFiles are the regular files of each /proc/<pid>.
+var PidFiles = []string{"cmdline", "comm", "environ", "mounts", "stat", "statm", "status"}
+
+// PidLinks are the symlinks of each /proc/<pid>.
+var PidLinks = []string{"cwd", "exe", "root"}
+
+// Files are the machine-wide regular files.
+var Files = []string{"cmdline", "cpuinfo", "filesystems", "loadavg", "meminfo", "stat", "uptime", "version"}
+
+// FS is a procfs instance.
+type FS struct {
+	src  Source
+	boot time.Time
+}
+
+// New returns a procfs over src.
+func New(src Source) *FS { return &FS{src: src, boot: time.Now()} }
+
+// Root returns /proc.
+func (f *FS) Root() vfs.DirNode { return &root{f} }
+
+// Type returns "proc".
+func (f *FS) Type() string { return "proc" }
+
+// Dynamic is true: processes come and go.
+func (f *FS) Dynamic() bool { return true }
+
+// Statfs reports procfs's numbers.
+func (f *FS) Statfs() vfs.Statfs { return vfs.Statfs{Type: Magic, Bsize: 4096, NameLen: 255} }
+
+func (f *FS) attr(ino uint64, mode uint32, uid, gid uint32, t time.Time) vfs.Attr {
+	if t.IsZero() {
+		t = f.boot
+	}
+	n := uint32(1)
+	if mode&syscall.S_IFMT == syscall.S_IFDIR {
+		n = 2
+	}
+	return vfs.Attr{Ino: ino, Mode: mode, Nlink: n, Uid: uid, Gid: gid, Blksize: 1024, Atime: t, Mtime: t, Ctime: t}
+}
+
+// ino numbers: 1 is the root; machine files 2..; per-pid nodes
+// pid<<8 | index.
+func pidIno(pid, idx int) uint64 { return uint64(pid)<<8 | uint64(idx) + 1<<20 }
+
+type root struct{ f *FS }
+
+func (r *root) Attr() (vfs.Attr, error) {
+	return r.f.attr(1, syscall.S_IFDIR|0o555, 0, 0, time.Time{}), nil
+}
+
+func (r *root) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
+	switch name {
+	case "self":
+		return &selfLink{r.f, false}, nil
+	case "thread-self":
+		return &selfLink{r.f, true}, nil
+	case "mounts":
+		return &fixedLink{r.f, 100, "self/mounts"}, nil
+	}
+	for i, n := range Files {
+		if n == name {
+			return &file{f: r.f, ino: uint64(2 + i), name: name}, nil
+		}
+	}
+	pid, err := strconv.Atoi(name)
+	if err != nil || pid <= 0 || strconv.Itoa(pid) != name {
+		return nil, syscall.ENOENT
+	}
+	if _, _, _, ok := r.f.src.Owner(pid); !ok {
+		return nil, syscall.ENOENT
+	}
+	return &pidDir{f: r.f, pid: pid}, nil
+}
+
+func (r *root) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
+	var out []vfs.Dirent
+	for i, n := range Files {
+		out = append(out, vfs.Dirent{Name: n, Ino: uint64(2 + i), Type: syscall.DT_REG})
+	}
+	out = append(out, vfs.Dirent{Name: "mounts", Ino: 100, Type: syscall.DT_LNK},
+		vfs.Dirent{Name: "self", Ino: 101, Type: syscall.DT_LNK},
+		vfs.Dirent{Name: "thread-self", Ino: 102, Type: syscall.DT_LNK})
+	pids := r.f.src.Pids()
+	sort.Ints(pids)
+	for _, p := range pids {
+		out = append(out, vfs.Dirent{Name: strconv.Itoa(p), Ino: pidIno(p, 0), Type: syscall.DT_DIR})
+	}
+	return out, nil
+}
+
+type selfLink struct {
+	f      *FS
+	thread bool
+}
+
+func (s *selfLink) Attr() (vfs.Attr, error) {
+	ino := uint64(101)
+	if s.thread {
+		ino = 102
+	}
+	return s.f.attr(ino, syscall.S_IFLNK|0o777, 0, 0, time.Time{}), nil
+}
+
+func (s *selfLink) Readlink(c *vfs.Ctx) (string, error) {
+	if c == nil || c.Pid == 0 {
+		return "", syscall.ENOENT
+	}
+	if s.thread {
+		return strconv.Itoa(c.Pid) + "/task/" + strconv.Itoa(c.Tid), nil
+	}
+	return strconv.Itoa(c.Pid), nil
+}
+
+type fixedLink struct {
+	f      *FS
+	ino    uint64
+	target string
+}
+
+func (l *fixedLink) Attr() (vfs.Attr, error) {
+	return l.f.attr(l.ino, syscall.S_IFLNK|0o777, 0, 0, time.Time{}), nil
+}
+
+func (l *fixedLink) Readlink(*vfs.Ctx) (string, error) { return l.target, nil }
+
+// file is a generated regular file.
+type file struct {
+	f    *FS
+	ino  uint64
+	name string
+	pid  int // 0 for machine-wide files
+	uid  uint32
+	gid  uint32
+	t    time.Time
+}
+
+func (fl *file) Attr() (vfs.Attr, error) {
+	mode := uint32(0o444)
+	if fl.name == "environ" {
+		mode = 0o400
+	}
+	return fl.f.attr(fl.ino, syscall.S_IFREG|mode, fl.uid, fl.gid, fl.t), nil
+}
+
+func (fl *file) Open(c *vfs.Ctx, flags int) (*os.File, error) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, syscall.EACCES
+	}
+	var b []byte
+	var err error
+	path := "/proc/"
+	if fl.pid == 0 {
+		b, err = fl.f.src.File(c, fl.name)
+	} else {
+		b, err = fl.f.src.PidFile(c, fl.pid, fl.name)
+		path += strconv.Itoa(fl.pid) + "/"
+	}
+	if err != nil {
+		return nil, err
+	}
+	return memfd.FromBytes("proc:"+path+fl.name, b)
+}
+
+type pidDir struct {
+	f   *FS
+	pid int
+}
+
+func (d *pidDir) owner() (uint32, uint32, time.Time) {
+	uid, gid, t, _ := d.f.src.Owner(d.pid)
+	return uid, gid, t
+}
+
+func (d *pidDir) Attr() (vfs.Attr, error) {
+	uid, gid, t := d.owner()
+	return d.f.attr(pidIno(d.pid, 0), syscall.S_IFDIR|0o555, uid, gid, t), nil
+}
+
+func (d *pidDir) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
+	uid, gid, t := d.owner()
+	for i, n := range PidFiles {
+		if n == name {
+			return &file{f: d.f, ino: pidIno(d.pid, 1+i), name: name, pid: d.pid, uid: uid, gid: gid, t: t}, nil
+		}
+	}
+	for i, n := range PidLinks {
+		if n == name {
+			return &pidLink{f: d.f, ino: pidIno(d.pid, 32+i), name: name, pid: d.pid, uid: uid, gid: gid, t: t}, nil
+		}
+	}
+	if name == "fd" {
+		return &fdDir{f: d.f, pid: d.pid, uid: uid, gid: gid, t: t}, nil
+	}
+	return nil, syscall.ENOENT
+}
+
+func (d *pidDir) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
+	out := []vfs.Dirent{{Name: "fd", Ino: pidIno(d.pid, 64), Type: syscall.DT_DIR}}
+	for i, n := range PidFiles {
+		out = append(out, vfs.Dirent{Name: n, Ino: pidIno(d.pid, 1+i), Type: syscall.DT_REG})
+	}
+	for i, n := range PidLinks {
+		out = append(out, vfs.Dirent{Name: n, Ino: pidIno(d.pid, 32+i), Type: syscall.DT_LNK})
+	}
+	return out, nil
+}
+
+type pidLink struct {
+	f        *FS
+	ino      uint64
+	name     string
+	pid      int
+	uid, gid uint32
+	t        time.Time
+}
+
+func (l *pidLink) Attr() (vfs.Attr, error) {
+	return l.f.attr(l.ino, syscall.S_IFLNK|0o777, l.uid, l.gid, l.t), nil
+}
+
+func (l *pidLink) Readlink(c *vfs.Ctx) (string, error) { return l.f.src.PidLink(c, l.pid, l.name) }
+
+type fdDir struct {
+	f        *FS
+	pid      int
+	uid, gid uint32
+	t        time.Time
+}
+
+func (d *fdDir) Attr() (vfs.Attr, error) {
+	return d.f.attr(pidIno(d.pid, 64), syscall.S_IFDIR|0o500, d.uid, d.gid, d.t), nil
+}
+
+func (d *fdDir) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
+	n, err := strconv.Atoi(name)
+	if err != nil || strconv.Itoa(n) != name {
+		return nil, syscall.ENOENT
+	}
+	fds, err := d.f.src.Fds(d.pid)
+	if err != nil {
+		return nil, err
+	}
+	target, ok := fds[n]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return &fixedLink{d.f, pidIno(d.pid, 0)<<12 | uint64(n), target}, nil
+}
+
+func (d *fdDir) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
+	fds, err := d.f.src.Fds(d.pid)
+	if err != nil {
+		return nil, err
+	}
+	nums := make([]int, 0, len(fds))
+	for n := range fds {
+		nums = append(nums, n)
+	}
+	sort.Ints(nums)
+	out := make([]vfs.Dirent, 0, len(nums))
+	for _, n := range nums {
+		out = append(out, vfs.Dirent{Name: strconv.Itoa(n), Ino: pidIno(d.pid, 0)<<12 | uint64(n), Type: syscall.DT_LNK})
+	}
+	return out, nil
+}

@@ -1,0 +1,446 @@
+// Package kernel is the engine's kernel: it serves the syscalls the
+// sandbox traps for guest processes (files and paths from the vfs,
+// credentials, uname, mounts, exec, the machine's life) and keeps the
+// process table that /proc shows. Guest fds are host fds; the kernel
+// installs the host objects its filesystems return (memfds, placeholder
+// directories, host devices, the console pty) and recognises them again
+// by their host identity when a guest passes the fd back.
+//
+// Trapped syscalls reach the kernel two ways: exec (which needs register
+// rewriting) at a ptrace stop on the tracer thread, everything else by
+// seccomp user notification. One mutex serialises both.
+package kernel
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/abi"
+	"github.com/umltools/umltools/internal/fs/devfs"
+	"github.com/umltools/umltools/internal/fs/procfs"
+	"github.com/umltools/umltools/internal/sandbox"
+	"github.com/umltools/umltools/internal/vfs"
+)
+
+// Console is what the kernel needs of the machine's console: a way to
+// open the guest side again (for /dev/console) and its identity.
+type Console interface {
+	// OpenSlave opens the console's pty slave with the guest's flags.
+	OpenSlave(flags int) (*os.File, error)
+	// Rdev is the host device number of the slave.
+	Rdev() uint64
+}
+
+// HaltMode says how the guest asked the machine to stop.
+type HaltMode int
+
+// Halt modes (reboot(2) commands).
+const (
+	PowerOff HaltMode = iota
+	Halt
+	Restart
+)
+
+// String names the mode.
+func (m HaltMode) String() string {
+	switch m {
+	case PowerOff:
+		return "power off"
+	case Halt:
+		return "halt"
+	}
+	return "restart"
+}
+
+// Config describes a machine to the kernel.
+type Config struct {
+	// VFS is the mount tree with the root filesystem mounted.
+	VFS *vfs.VFS
+	// Hostname is the initial nodename (from the image's /etc/hostname).
+	Hostname string
+	// Mem is the machine's memory size in bytes (mem=).
+	Mem uint64
+	// Cmdline is the text of /proc/cmdline.
+	Cmdline string
+	// Console is con0 (nil: none).
+	Console Console
+	// Logf writes a kernel log line (boot log, dmesg).
+	Logf func(format string, a ...any)
+	// Dmesg returns the kernel log so far (syslog(2)).
+	Dmesg func() []byte
+	// OnHalt is called (once) when the guest powers off, halts or
+	// reboots; the kernel has already killed every guest process.
+	OnHalt func(HaltMode)
+	// Trace, when non-nil, receives one line per served syscall.
+	Trace func(line string)
+}
+
+// Kernel serves one boot of a machine.
+type Kernel struct {
+	cfg  Config
+	vfs  *vfs.VFS
+	boot time.Time
+
+	mu       sync.Mutex
+	sb       *sandbox.Sandbox
+	procs    map[int]*Process // by host tgid
+	threads  map[int]*Thread  // by host tid
+	init     *Process
+	hostname string
+	domain   string
+	halted   bool
+
+	priv     string // the guests' host root (private directory)
+	execDir  *sandbox.ExecDir
+	nextFile int
+	execs    map[imageKey]string    // exec images by content identity → guest-root path
+	loaders  map[*vfs.Dentry]string // dynamic loaders placed in the private root
+	objs     map[hostKey]*vfs.Dentry
+	procObjs map[hostKey]*vfs.Dentry
+	memDev   uint64 // st_dev of memfds
+	phDev    uint64 // st_dev of placeholder directories
+	devfs    vfs.FS
+	procfs   *procfs.FS
+}
+
+type hostKey struct{ dev, ino uint64 }
+
+type imageKey struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64
+}
+
+// New prepares a kernel for cfg; Start boots it.
+func New(cfg Config) (*Kernel, error) {
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	k := &Kernel{cfg: cfg, vfs: cfg.VFS, boot: time.Now(), procs: map[int]*Process{}, threads: map[int]*Thread{},
+		hostname: cfg.Hostname, domain: "(none)", execs: map[imageKey]string{}, loaders: map[*vfs.Dentry]string{},
+		objs: map[hostKey]*vfs.Dentry{}, procObjs: map[hostKey]*vfs.Dentry{}}
+	if k.hostname == "" {
+		k.hostname = "(none)"
+	}
+	d, err := sandbox.NewExecDir(-1, -1)
+	if err != nil {
+		return nil, err
+	}
+	k.execDir, k.priv = d, d.Path
+	if err := os.Mkdir(filepath.Join(k.priv, "d"), 0o700); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(k.priv, "d"), &st); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	k.phDev = st.Dev
+	mfd, err := unix.MemfdCreate("probe", unix.MFD_CLOEXEC)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("kernel: memfd: %w", err)
+	}
+	unix.Fstat(mfd, &st)
+	unix.Close(mfd)
+	k.memDev = st.Dev
+	k.devfs = devfs.New()
+	k.procfs = procfs.New(k)
+	return k, nil
+}
+
+// DevFS returns the machine's devtmpfs instance (shared by every mount of
+// it, as Linux's is).
+func (k *Kernel) DevFS() vfs.FS { return k.devfs }
+
+// ProcFS returns the kernel's procfs.
+func (k *Kernel) ProcFS() vfs.FS { return k.procfs }
+
+// Close removes the kernel's private host directory.
+func (k *Kernel) Close() error { return k.execDir.Close() }
+
+// notified are the syscalls served through user notification.
+var notified = []int{
+	// opening
+	abi.SYS_OPEN, abi.SYS_OPENAT, abi.SYS_OPENAT2, abi.SYS_CREAT,
+	// paths and metadata
+	abi.SYS_STAT, abi.SYS_LSTAT, abi.SYS_FSTAT, abi.SYS_NEWFSTATAT, abi.SYS_STATX,
+	abi.SYS_ACCESS, abi.SYS_FACCESSAT, abi.SYS_FACCESSAT2,
+	abi.SYS_READLINK, abi.SYS_READLINKAT, abi.SYS_GETDENTS64, abi.SYS_GETDENTS,
+	abi.SYS_GETCWD, abi.SYS_CHDIR, abi.SYS_FCHDIR, abi.SYS_CHROOT,
+	abi.SYS_MKDIR, abi.SYS_MKDIRAT, abi.SYS_RMDIR, abi.SYS_UNLINK, abi.SYS_UNLINKAT,
+	abi.SYS_RENAME, abi.SYS_RENAMEAT, abi.SYS_RENAMEAT2, abi.SYS_LINK, abi.SYS_LINKAT,
+	abi.SYS_SYMLINK, abi.SYS_SYMLINKAT, abi.SYS_MKNOD, abi.SYS_MKNODAT,
+	abi.SYS_CHMOD, abi.SYS_FCHMOD, abi.SYS_FCHMODAT, abi.SYS_FCHMODAT2,
+	abi.SYS_CHOWN, abi.SYS_FCHOWN, abi.SYS_LCHOWN, abi.SYS_FCHOWNAT,
+	abi.SYS_UTIME, abi.SYS_UTIMES, abi.SYS_FUTIMESAT, abi.SYS_UTIMENSAT,
+	abi.SYS_TRUNCATE, abi.SYS_STATFS, abi.SYS_FSTATFS, abi.SYS_USTAT,
+	abi.SYS_SETXATTR, abi.SYS_LSETXATTR, abi.SYS_FSETXATTR,
+	abi.SYS_GETXATTR, abi.SYS_LGETXATTR, abi.SYS_FGETXATTR,
+	abi.SYS_LISTXATTR, abi.SYS_LLISTXATTR, abi.SYS_FLISTXATTR,
+	abi.SYS_REMOVEXATTR, abi.SYS_LREMOVEXATTR, abi.SYS_FREMOVEXATTR,
+	abi.SYS_INOTIFY_ADD_WATCH,
+	// mounts
+	abi.SYS_MOUNT, abi.SYS_UMOUNT2, abi.SYS_PIVOT_ROOT,
+	// sockets whose addresses may name paths
+	abi.SYS_BIND, abi.SYS_CONNECT, abi.SYS_SENDTO, abi.SYS_SENDMSG, abi.SYS_SENDMMSG,
+	// credentials
+	abi.SYS_GETUID, abi.SYS_GETEUID, abi.SYS_GETGID, abi.SYS_GETEGID,
+	abi.SYS_SETUID, abi.SYS_SETGID, abi.SYS_SETREUID, abi.SYS_SETREGID,
+	abi.SYS_SETRESUID, abi.SYS_GETRESUID, abi.SYS_SETRESGID, abi.SYS_GETRESGID,
+	abi.SYS_SETFSUID, abi.SYS_SETFSGID, abi.SYS_GETGROUPS, abi.SYS_SETGROUPS,
+	abi.SYS_UMASK,
+	// the machine
+	abi.SYS_UNAME, abi.SYS_SETHOSTNAME, abi.SYS_SETDOMAINNAME, abi.SYS_SYSINFO,
+	abi.SYS_SYSLOG, abi.SYS_REBOOT, abi.SYS_GETPRIORITY, abi.SYS_SETPRIORITY,
+}
+
+// native are syscalls the default policy traps but that are safe to run
+// on the host here: they act on host fds the guest already holds (every
+// guest fd is a real host object), or inside the guest's namespaces.
+var native = []string{
+	"read", "write", "close", "lseek", "pread64", "pwrite64", "readv", "writev",
+	"preadv", "pwritev", "preadv2", "pwritev2", "pipe", "pipe2", "dup", "dup2",
+	"dup3", "fcntl", "flock", "ioctl", "close_range", "sendfile", "splice", "tee",
+	"vmsplice", "copy_file_range", "fsync", "fdatasync", "sync", "syncfs",
+	"sync_file_range", "fallocate", "fadvise64", "readahead", "ftruncate",
+	"memfd_create", "eventfd", "eventfd2", "signalfd", "signalfd4",
+	"timerfd_create", "timerfd_settime", "timerfd_gettime", "epoll_create",
+	"epoll_create1", "epoll_ctl", "inotify_init", "inotify_init1",
+	"inotify_rm_watch", "pidfd_open", "pidfd_send_signal", "socket",
+	"socketpair", "accept", "accept4", "listen", "shutdown", "getsockname",
+	"getpeername", "recvfrom", "recvmsg", "recvmmsg", "setsockopt", "getsockopt",
+	"setrlimit", "prctl", "personality", "vhangup", "sched_setscheduler",
+	"sched_setparam", "sched_setattr", "ioprio_get", "ioprio_set",
+	"settimeofday", "clock_settime", "adjtimex", "clock_adjtime", "capget", "capset",
+}
+
+// Policy returns the kernel's seccomp policy: the sandbox's default, with
+// the fd-only syscalls above native. (Syscalls in the notification set
+// are decided by the second filter.)
+func Policy() *sandbox.Policy {
+	p := sandbox.DefaultPolicy()
+	for _, name := range native {
+		nr, ok := sandbox.Nr(name)
+		if !ok {
+			panic("kernel: unknown syscall " + name)
+		}
+		p.Rules[nr] = sandbox.Rule{Else: sandbox.RetAllow}
+	}
+	// File mmaps act on the memfd the guest holds.
+	p.Rules[abi.SYS_MMAP] = sandbox.Rule{Else: sandbox.RetAllow}
+	return p
+}
+
+// Start boots the guest: init is the guest path of the program, argv and
+// env its vectors, files its fds 0, 1 and 2.
+func (k *Kernel) Start(init string, argv, env []string, files []*os.File) (*sandbox.Sandbox, error) {
+	k.mu.Lock()
+	root := k.vfs.Root()
+	cred := &Cred{}
+	p := &Process{Pid: 1, FS: &FSContext{Root: root, Cwd: root, Umask: 0o022}, Cred: cred, threads: map[int]*Thread{}}
+	w := &vfs.Walker{V: k.vfs, Ctx: &vfs.Ctx{Pid: 1, Tid: 1}, Root: root, Cwd: root}
+	host, hargv, err := k.prepareExec(w, p, init, argv, 0)
+	k.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	p.Exe = init
+	p.Comm = commOf(init)
+	k.init = p
+	sb, err := sandbox.Start(sandbox.Config{
+		Path:    host,
+		Argv:    hargv,
+		Env:     env,
+		Files:   files,
+		Policy:  Policy(),
+		Handler: k,
+		Notify:  notified,
+		Chroot:  k.priv,
+		Setsid:  true,
+		// A network namespace of its own: until the engine's network
+		// lands, guest sockets reach nothing on the host.
+		Cloneflags: unix.CLONE_NEWNET,
+	})
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	k.sb = sb
+	k.mu.Unlock()
+	return sb, nil
+}
+
+// Syscall serves a ptrace-trapped syscall: exec; the rest run natively.
+func (k *Kernel) Syscall(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
+	switch regs.OrigRax {
+	case abi.SYS_EXECVE, abi.SYS_EXECVEAT:
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return k.sysExec(t, regs)
+	case abi.SYS_CLONE, abi.SYS_SECCOMP:
+		return sandbox.Native() // the sandbox has enforced its rules
+	}
+	// A syscall the filter traps but nobody serves: never let it run.
+	return sandbox.Fail(abi.ENOSYS)
+}
+
+// SyscallExit is unused.
+func (k *Kernel) SyscallExit(*sandbox.Task, *abi.Regs) {}
+
+// Event keeps the process table.
+func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch ev.Kind {
+	case sandbox.EvExec:
+		th, _ := t.Data.(*Thread)
+		if ev.Init {
+			p := k.init
+			p.Tgid = t.Tid
+			p.Start = k.ticks()
+			th = &Thread{Tid: t.Tid, NsID: 1, Proc: p}
+			p.threads[t.Tid] = th
+			k.procs[t.Tid] = p
+			k.threads[t.Tid] = th
+			t.Data = th
+			return
+		}
+		if th == nil {
+			return
+		}
+		if ev.OldTid != t.Tid {
+			delete(k.threads, ev.OldTid)
+			delete(th.Proc.threads, ev.OldTid)
+			th.Tid = t.Tid
+			th.NsID = th.Proc.Pid
+		}
+		p := th.Proc
+		for tid, o := range p.threads {
+			if o != th {
+				delete(k.threads, tid)
+				delete(p.threads, tid)
+			}
+		}
+		p.threads[t.Tid] = th
+		k.threads[t.Tid] = th
+		if th.pendingExe != "" {
+			p.Exe, p.Comm = th.pendingExe, commOf(th.pendingExe)
+			th.pendingExe = ""
+		}
+	case sandbox.EvClone:
+		parent, _ := t.Data.(*Thread)
+		if parent == nil {
+			return
+		}
+		c := ev.Child
+		th := &Thread{Tid: c.Tid, NsID: nsID(c.Tid)}
+		if ev.Flags&abi.CLONE_THREAD != 0 {
+			th.Proc = parent.Proc
+		} else {
+			pp := parent.Proc
+			p := &Process{Tgid: c.Tid, Pid: th.NsID, Parent: pp, Exe: pp.Exe, Comm: pp.Comm,
+				Start: k.ticks(), threads: map[int]*Thread{}}
+			if ev.Flags&abi.CLONE_FS != 0 {
+				p.FS = pp.FS
+			} else {
+				f := *pp.FS
+				p.FS = &f
+			}
+			p.Cred = pp.Cred.clone()
+			k.procs[c.Tid] = p
+			th.Proc = p
+		}
+		th.Proc.threads[c.Tid] = th
+		k.threads[c.Tid] = th
+		c.Data = th
+	case sandbox.EvExit:
+		th, _ := t.Data.(*Thread)
+		if th == nil {
+			return
+		}
+		delete(k.threads, th.Tid)
+		p := th.Proc
+		delete(p.threads, th.Tid)
+		if len(p.threads) == 0 {
+			delete(k.procs, p.Tgid)
+		}
+	}
+}
+
+// ticks is the time since boot in clock ticks (USER_HZ = 100).
+func (k *Kernel) ticks() int64 { return int64(time.Since(k.boot) / (10 * time.Millisecond)) }
+
+// Notify serves a syscall stopped in user notification.
+func (k *Kernel) Notify(n *sandbox.Notification) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	th := k.threads[n.Pid]
+	if th == nil || k.halted {
+		n.Fail(abi.ENOSYS)
+		return
+	}
+	c := &call{k: k, n: n, mem: n.Task(), th: th, p: th.Proc, args: n.Args}
+	r := k.dispatch(c)
+	if r == answered {
+		return
+	}
+	if r == continued {
+		// Only syscalls without path arguments get here: the host runs
+		// them on objects the guest holds, in the guest's namespaces.
+		n.Continue()
+		return
+	}
+	if k.cfg.Trace != nil {
+		k.trace(c, r)
+	}
+	if r < 0 {
+		n.Fail(int(-r))
+	} else {
+		n.Return(r)
+	}
+}
+
+func (k *Kernel) trace(c *call, r int64) {
+	name := abi.SyscallNames[c.n.Nr]
+	if name == "" {
+		name = "syscall_" + strconv.Itoa(c.n.Nr)
+	}
+	res := strconv.FormatInt(r, 10)
+	if r < 0 {
+		res = "-1 " + syscall.Errno(-r).Error()
+	}
+	k.cfg.Trace(fmt.Sprintf("%d %s(%#x, %#x, %#x, %#x) = %s", c.th.NsID, name, c.args[0], c.args[1], c.args[2], c.args[3], res))
+}
+
+// answered is returned by handlers that answered the notification
+// themselves (AddFd).
+const answered = int64(1) << 62
+
+// continued is returned by handlers that let the syscall run natively.
+const continued = int64(1) << 61
+
+// halt stops the machine: every guest process is killed, then OnHalt runs.
+func (k *Kernel) halt(mode HaltMode) {
+	if k.halted {
+		return
+	}
+	k.halted = true
+	for tgid := range k.procs {
+		unix.Kill(tgid, unix.SIGKILL)
+	}
+	if k.sb != nil {
+		k.sb.Kill()
+	}
+	if k.cfg.OnHalt != nil {
+		go k.cfg.OnHalt(mode)
+	}
+}

@@ -1,0 +1,313 @@
+package kernel
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/vfs"
+)
+
+// The kernel is procfs's Source. Its methods run with k.mu held (procfs
+// is only reached from syscall handlers).
+
+// Pids lists the guest pids of live processes.
+func (k *Kernel) Pids() []int {
+	out := make([]int, 0, len(k.procs))
+	for _, p := range k.procs {
+		if p.Pid > 0 {
+			out = append(out, p.Pid)
+		}
+	}
+	return out
+}
+
+func (k *Kernel) byPid(pid int) *Process {
+	for _, p := range k.procs {
+		if p.Pid == pid {
+			return p
+		}
+	}
+	return nil
+}
+
+// Owner returns a process's effective ids and start time.
+func (k *Kernel) Owner(pid int) (uint32, uint32, time.Time, bool) {
+	p := k.byPid(pid)
+	if p == nil {
+		return 0, 0, time.Time{}, false
+	}
+	return p.Cred.Euid, p.Cred.Egid, k.boot.Add(time.Duration(p.Start) * 10 * time.Millisecond), true
+}
+
+// hostStat returns the fields of /proc/<tid>/stat after the comm.
+func hostStat(tid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
+func parseInt(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
+
+// nsOf translates a host pid to the guest's, 0 when it is not a guest's.
+func (k *Kernel) nsOf(host int) int {
+	if p := k.procs[host]; p != nil {
+		return p.Pid
+	}
+	if t := k.threads[host]; t != nil {
+		return t.NsID
+	}
+	return 0
+}
+
+// ttyNr translates a host controlling-terminal number.
+func (k *Kernel) ttyNr(host int64) int64 {
+	if host != 0 && k.cfg.Console != nil && uint64(host) == k.cfg.Console.Rdev() {
+		return int64(vfs.Mkdev(5, 1))
+	}
+	return 0
+}
+
+// PidFile generates /proc/<pid>/<name>.
+func (k *Kernel) PidFile(c *vfs.Ctx, pid int, name string) ([]byte, error) {
+	p := k.byPid(pid)
+	if p == nil {
+		return nil, syscall.ESRCH
+	}
+	hp := "/proc/" + strconv.Itoa(p.Tgid) + "/"
+	switch name {
+	case "cmdline", "environ", "statm":
+		return os.ReadFile(hp + name)
+	case "comm":
+		return []byte(p.Comm + "\n"), nil
+	case "mounts":
+		return []byte(k.mountsText(p.FS.Root)), nil
+	case "stat":
+		f := hostStat(p.Tgid)
+		if len(f) < 22 {
+			return nil, syscall.ESRCH
+		}
+		f[1] = strconv.Itoa(k.nsOf(atoi(f[1])))
+		for _, i := range []int{2, 3, 5} {
+			if v := atoi(f[i]); v > 0 {
+				f[i] = strconv.Itoa(k.nsOf(v))
+			}
+		}
+		tty, _ := parseInt(f[4])
+		f[4] = strconv.FormatInt(k.ttyNr(tty), 10)
+		f[19] = strconv.FormatInt(p.Start, 10)
+		return []byte(fmt.Sprintf("%d (%s) %s\n", p.Pid, p.Comm, strings.Join(f, " "))), nil
+	case "status":
+		return k.status(p)
+	}
+	return nil, syscall.ENOENT
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// status rewrites the host's /proc/<tgid>/status with the guest's ids.
+func (k *Kernel) status(p *Process) ([]byte, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Tgid) + "/status")
+	if err != nil {
+		return nil, syscall.ESRCH
+	}
+	ppid := 0
+	if p.Parent != nil {
+		ppid = p.Parent.Pid
+	}
+	cr := p.Cred
+	groups := make([]string, len(cr.Groups))
+	for i, g := range cr.Groups {
+		groups[i] = strconv.Itoa(int(g))
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		key, val, _ := strings.Cut(line, ":")
+		switch key {
+		case "Name":
+			val = "\t" + p.Comm
+		case "Umask":
+			val = fmt.Sprintf("\t%04o", p.FS.Umask)
+		case "Tgid", "NStgid":
+			val = "\t" + strconv.Itoa(p.Pid)
+		case "Pid", "NSpid":
+			val = "\t" + strconv.Itoa(p.Pid)
+		case "PPid":
+			val = "\t" + strconv.Itoa(ppid)
+		case "TracerPid":
+			val = "\t0"
+		case "Uid":
+			val = fmt.Sprintf("\t%d\t%d\t%d\t%d", cr.Uid, cr.Euid, cr.Suid, cr.Fsuid)
+		case "Gid":
+			val = fmt.Sprintf("\t%d\t%d\t%d\t%d", cr.Gid, cr.Egid, cr.Sgid, cr.Fsgid)
+		case "Groups":
+			val = "\t" + strings.Join(groups, " ")
+		case "NSpgid", "NSsid":
+			f := strings.Fields(val)
+			if len(f) > 0 {
+				val = "\t" + f[len(f)-1]
+			}
+		case "Ngid", "Seccomp", "Seccomp_filters", "NoNewPrivs":
+			if key == "Ngid" {
+				break
+			}
+			val = "\t0"
+		}
+		out.WriteString(key + ":" + val + "\n")
+	}
+	return []byte(out.String()), nil
+}
+
+// PidLink resolves cwd, exe and root.
+func (k *Kernel) PidLink(c *vfs.Ctx, pid int, name string) (string, error) {
+	p := k.byPid(pid)
+	if p == nil {
+		return "", syscall.ESRCH
+	}
+	switch name {
+	case "cwd":
+		return k.vfs.Path(p.FS.Cwd, p.FS.Root), nil
+	case "root":
+		return k.vfs.Path(p.FS.Root, k.vfs.Root()), nil
+	case "exe":
+		return p.Exe, nil
+	}
+	return "", syscall.ENOENT
+}
+
+// Fds lists a process's fds with what they name in the guest.
+func (k *Kernel) Fds(pid int) (map[int]string, error) {
+	p := k.byPid(pid)
+	if p == nil {
+		return nil, syscall.ESRCH
+	}
+	dir := "/proc/" + strconv.Itoa(p.Tgid) + "/fd/"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, syscall.ESRCH
+	}
+	out := map[int]string{}
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		o, r := k.fdObject(p.Tgid, n)
+		if r < 0 {
+			continue
+		}
+		if o.d != nil {
+			out[n] = k.vfs.Path(o.d, p.FS.Root)
+			continue
+		}
+		t, err := os.Readlink(dir + e.Name())
+		if err != nil {
+			continue
+		}
+		if k.cfg.Console != nil && o.st.Rdev == k.cfg.Console.Rdev() && o.st.Mode&syscall.S_IFMT == syscall.S_IFCHR {
+			t = "/dev/console"
+		} else if strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "/memfd:") {
+			t = "anon_inode:[host]" // never show a host path
+		}
+		out[n] = t
+	}
+	return out, nil
+}
+
+// File generates the machine-wide files of /proc.
+func (k *Kernel) File(c *vfs.Ctx, name string) ([]byte, error) {
+	switch name {
+	case "cmdline":
+		return []byte(k.cfg.Cmdline + "\n"), nil
+	case "version":
+		s, n, r, v, _ := k.Uname()
+		_ = n
+		return []byte(fmt.Sprintf("%s version %s (umltools@engine) (%s) %s\n", s, r, runtime.Version(), v)), nil
+	case "uptime":
+		up := time.Since(k.boot).Seconds()
+		return []byte(fmt.Sprintf("%.2f %.2f\n", up, up)), nil
+	case "loadavg":
+		var si unix.Sysinfo_t
+		unix.Sysinfo(&si)
+		l := func(v uint64) float64 { return float64(v) / 65536 }
+		last := 0
+		for _, p := range k.Pids() {
+			if p > last {
+				last = p
+			}
+		}
+		return []byte(fmt.Sprintf("%.2f %.2f %.2f 1/%d %d\n", l(si.Loads[0]), l(si.Loads[1]), l(si.Loads[2]), len(k.threads), last)), nil
+	case "meminfo":
+		total, free := k.memInfo()
+		kb := func(v uint64) uint64 { return v / 1024 }
+		var b strings.Builder
+		for _, kv := range []struct {
+			k string
+			v uint64
+		}{{"MemTotal", kb(total)}, {"MemFree", kb(free)}, {"MemAvailable", kb(free)}, {"Buffers", 0},
+			{"Cached", 0}, {"SwapCached", 0}, {"Active", kb(total - free)}, {"Inactive", 0},
+			{"SwapTotal", 0}, {"SwapFree", 0}, {"Shmem", 0}} {
+			fmt.Fprintf(&b, "%-15s %8d kB\n", kv.k+":", kv.v)
+		}
+		return []byte(b.String()), nil
+	case "filesystems":
+		var b strings.Builder
+		for _, f := range Filesystems {
+			if f.NoDev {
+				b.WriteString("nodev")
+			}
+			b.WriteString("\t" + f.Name + "\n")
+		}
+		return []byte(b.String()), nil
+	case "cpuinfo":
+		return os.ReadFile("/proc/cpuinfo")
+	case "stat":
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return nil, err
+		}
+		var out strings.Builder
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "cpu") || strings.HasPrefix(line, "ctxt") {
+				out.WriteString(line + "\n")
+			}
+		}
+		fmt.Fprintf(&out, "btime %d\nprocesses %d\nprocs_running 1\nprocs_blocked 0\n", k.boot.Unix(), len(k.procs))
+		return []byte(out.String()), nil
+	}
+	return nil, syscall.ENOENT
+}
+
+// rss is a host process's resident memory in bytes.
+func rss(tgid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tgid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[1], 10, 64)
+	return n * 4096
+}
+
+// sortedPids is Pids in order (for tests and messages).
+func (k *Kernel) sortedPids() []int {
+	p := k.Pids()
+	sort.Ints(p)
+	return p
+}

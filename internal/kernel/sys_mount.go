@@ -1,0 +1,229 @@
+package kernel
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/umltools/umltools/internal/abi"
+	"github.com/umltools/umltools/internal/fs/tmpfs"
+	"github.com/umltools/umltools/internal/vfs"
+)
+
+// Filesystem magics of the engine's stand-ins.
+const (
+	sysfsMagic  = 0x62656572
+	devptsMagic = 0x1cd1
+)
+
+// Filesystems lists the types mount(2) accepts, as /proc/filesystems
+// shows them.
+var Filesystems = []struct {
+	Name  string
+	NoDev bool
+}{
+	{"sysfs", true}, {"tmpfs", true}, {"proc", true}, {"devtmpfs", true}, {"devpts", true}, {"ext4", false},
+}
+
+func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, dataAddr uint64) int64 {
+	if !c.p.Cred.root() {
+		return -abi.EPERM
+	}
+	target, r := c.str(targetAddr)
+	if r < 0 {
+		return r
+	}
+	var source, fstype, data string
+	if srcAddr != 0 {
+		if source, r = c.str(srcAddr); r < 0 {
+			return r
+		}
+	}
+	if typeAddr != 0 {
+		if fstype, r = c.str(typeAddr); r < 0 {
+			return r
+		}
+	}
+	if dataAddr != 0 {
+		if data, r = c.str(dataAddr); r < 0 {
+			data = ""
+		}
+	}
+	at, r := c.lookup(abi.AT_FDCWD, target, true)
+	if r < 0 {
+		return r
+	}
+	mflags := uintptr(flags) & (vfs.ReadOnly | vfs.NoSuid | vfs.NoDev | vfs.NoExec)
+	if flags&syscall.MS_REMOUNT != 0 {
+		m := at.Mount
+		if at != m.Root() {
+			return -abi.EINVAL
+		}
+		if flags&syscall.MS_BIND != 0 {
+			m.Flags = m.Flags&^(vfs.NoSuid|vfs.NoDev|vfs.NoExec|vfs.ReadOnly) | mflags
+			return 0
+		}
+		if mflags&vfs.ReadOnly == 0 && c.k.alwaysRO(m) {
+			return -abi.EROFS
+		}
+		m.Flags = mflags
+		return 0
+	}
+	if flags&(syscall.MS_BIND|syscall.MS_MOVE) != 0 {
+		return -abi.EINVAL // bind and move mounts come later
+	}
+	if flags&(syscall.MS_SHARED|syscall.MS_PRIVATE|syscall.MS_SLAVE|syscall.MS_UNBINDABLE) != 0 {
+		return 0 // propagation: one mount namespace, nothing to propagate
+	}
+	opts := mountOpts(data)
+	var fs vfs.FS
+	switch fstype {
+	case "proc":
+		fs = c.k.procfs
+	case "devtmpfs":
+		fs = c.k.devfs
+	case "tmpfs":
+		mode, uid, gid, err := tmpfsOpts(opts)
+		if err != nil {
+			return -abi.EINVAL
+		}
+		fs = tmpfs.New("tmpfs", tmpfs.Magic, mode, uid, gid)
+	case "sysfs":
+		fs = tmpfs.New("sysfs", sysfsMagic, 0o555, 0, 0)
+		mflags |= vfs.NoSuid | vfs.NoDev | vfs.NoExec
+	case "devpts":
+		fs = tmpfs.New("devpts", devptsMagic, 0o755, 0, 0)
+		mflags |= vfs.NoSuid | vfs.NoExec
+	case "":
+		return -abi.EINVAL
+	default:
+		return -abi.ENODEV
+	}
+	if source == "" {
+		source = "none"
+	}
+	dev := c.k.vfs.AnonDev()
+	if fstype == "proc" || fstype == "devtmpfs" {
+		dev = c.k.fsDev(fs)
+	}
+	if _, err := c.k.vfs.Mount(fs, at, source, mflags, strings.Join(opts, ","), dev); err != nil {
+		return errno(err)
+	}
+	return 0
+}
+
+// fsDev gives a shared filesystem (procfs, devtmpfs) the same device
+// number at every mount.
+func (k *Kernel) fsDev(fs vfs.FS) uint64 {
+	for _, m := range k.vfs.Mounts() {
+		if m.FS == fs {
+			return m.Dev
+		}
+	}
+	return k.vfs.AnonDev()
+}
+
+// alwaysRO reports whether a mount cannot be made writable (the root
+// image until the writable ext4 driver lands).
+func (k *Kernel) alwaysRO(m *vfs.Mount) bool {
+	_, ok := m.FS.(interface{ Statfs() vfs.Statfs })
+	return ok && m.FS.Type() == "ext4"
+}
+
+func mountOpts(data string) []string {
+	var out []string
+	for _, o := range strings.Split(data, ",") {
+		if o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func tmpfsOpts(opts []string) (mode, uid, gid uint32, err error) {
+	mode = 0o1777
+	for _, o := range opts {
+		k, v, _ := strings.Cut(o, "=")
+		switch k {
+		case "mode":
+			n, e := strconv.ParseUint(v, 8, 32)
+			if e != nil {
+				return 0, 0, 0, fmt.Errorf("bad mode %q", v)
+			}
+			mode = uint32(n) & 0o7777
+		case "uid", "gid":
+			n, e := strconv.ParseUint(v, 10, 32)
+			if e != nil {
+				return 0, 0, 0, fmt.Errorf("bad %s %q", k, v)
+			}
+			if k == "uid" {
+				uid = uint32(n)
+			} else {
+				gid = uint32(n)
+			}
+		}
+	}
+	return mode, uid, gid, nil
+}
+
+func (c *call) sysUmount(targetAddr uint64, flags int) int64 {
+	if !c.p.Cred.root() {
+		return -abi.EPERM
+	}
+	target, r := c.str(targetAddr)
+	if r < 0 {
+		return r
+	}
+	d, r := c.lookup(abi.AT_FDCWD, target, flags&0x8 == 0) // UMOUNT_NOFOLLOW
+	if r < 0 {
+		return r
+	}
+	if d != d.Mount.Root() {
+		return -abi.EINVAL
+	}
+	// Processes whose cwd or root is inside keep it busy.
+	for _, p := range c.k.procs {
+		for _, x := range []*vfs.Dentry{p.FS.Cwd, p.FS.Root} {
+			if x.Mount == d.Mount && flags&0x2 == 0 { // MNT_DETACH
+				return -abi.EBUSY
+			}
+		}
+	}
+	return errno(c.k.vfs.Unmount(d))
+}
+
+// mountsText is /proc/mounts as seen from root.
+func (k *Kernel) mountsText(root *vfs.Dentry) string {
+	var b strings.Builder
+	for _, m := range k.vfs.Mounts() {
+		at := "/"
+		if p := m.MountPoint(); p != nil {
+			at = k.vfs.Path(p, root)
+		}
+		opts := "rw"
+		if m.ReadOnly() {
+			opts = "ro"
+		}
+		if m.Flags&vfs.NoSuid != 0 {
+			opts += ",nosuid"
+		}
+		if m.Flags&vfs.NoDev != 0 {
+			opts += ",nodev"
+		}
+		if m.Flags&vfs.NoExec != 0 {
+			opts += ",noexec"
+		}
+		opts += ",relatime"
+		if m.Opts != "" {
+			opts += "," + m.Opts
+		}
+		fmt.Fprintf(&b, "%s %s %s %s 0 0\n", m.Source, escapeMount(at), m.FS.Type(), opts)
+	}
+	return b.String()
+}
+
+func escapeMount(s string) string {
+	r := strings.NewReplacer(" ", `\040`, "\t", `\011`, "\n", `\012`, `\`, `\134`)
+	return r.Replace(s)
+}

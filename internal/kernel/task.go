@@ -1,0 +1,80 @@
+package kernel
+
+import (
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/umltools/umltools/internal/vfs"
+)
+
+// Cred is a process's credentials.
+type Cred struct {
+	Uid, Euid, Suid, Fsuid uint32
+	Gid, Egid, Sgid, Fsgid uint32
+	Groups                 []uint32
+}
+
+// root reports whether the effective uid is 0 (the engine's guests have
+// every capability as root and none otherwise).
+func (c *Cred) root() bool { return c.Euid == 0 }
+
+func (c *Cred) clone() *Cred {
+	n := *c
+	n.Groups = append([]uint32(nil), c.Groups...)
+	return &n
+}
+
+// FSContext is what CLONE_FS shares: root, cwd and umask.
+type FSContext struct {
+	Root  *vfs.Dentry
+	Cwd   *vfs.Dentry
+	Umask uint32
+}
+
+// Process is a guest thread group.
+type Process struct {
+	Tgid   int // host id
+	Pid    int // guest (namespace) id
+	Parent *Process
+	FS     *FSContext
+	Cred   *Cred
+	Exe    string // guest path of the executable
+	Comm   string
+	Start  int64 // boot-relative start time in clock ticks
+
+	threads map[int]*Thread
+}
+
+// Thread is a guest thread.
+type Thread struct {
+	Tid  int // host id
+	NsID int // guest id
+	Proc *Process
+
+	pendingExe string // set at an exec trap, applied at the exec event
+}
+
+// nsID returns the guest id of host task tid from /proc/<tid>/status.
+func nsID(tid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "NSpid:") {
+			f := strings.Fields(line)
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	return 0
+}
+
+func commOf(path string) string {
+	base := path[strings.LastIndexByte(path, '/')+1:]
+	if len(base) > 15 {
+		base = base[:15]
+	}
+	return base
+}

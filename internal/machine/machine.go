@@ -1,0 +1,415 @@
+// Package machine is one User Mode Linux machine's life: it parses the
+// kernel command line, takes the umid directory, opens the ubd disks,
+// mounts the root filesystem, brings up the consoles, boots the kernel,
+// and turns the guest's end (power off, halt, reboot, init's exit, a
+// signal to the engine) into the engine's exit.
+package machine
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	chans "github.com/umltools/umltools/internal/chan"
+	"github.com/umltools/umltools/internal/cmdline"
+	"github.com/umltools/umltools/internal/cow"
+	"github.com/umltools/umltools/internal/ext4"
+	"github.com/umltools/umltools/internal/fs/extfs"
+	"github.com/umltools/umltools/internal/kernel"
+	"github.com/umltools/umltools/internal/ubd"
+	"github.com/umltools/umltools/internal/umid"
+	"github.com/umltools/umltools/internal/version"
+	"github.com/umltools/umltools/internal/vfs"
+)
+
+// DefaultInits is the init search order without init= (Linux's).
+var DefaultInits = []string{"/sbin/init", "/etc/init", "/bin/init", "/bin/sh"}
+
+// IO is where the machine talks to the host.
+type IO struct {
+	Stdin, Stdout, Stderr *os.File
+}
+
+// PanicError is a kernel panic: the machine could not boot or lost init.
+type PanicError struct{ Msg string }
+
+func (e *PanicError) Error() string { return "Kernel panic - not syncing: " + e.Msg }
+
+// Run boots the machine described by args (the kernel command line,
+// without argv[0]) and returns the engine's exit status.
+func Run(args []string, hio IO) int {
+	m := &machine{io: hio, start: time.Now()}
+	return m.run(args)
+}
+
+type machine struct {
+	io    IO
+	start time.Time
+	cfg   *cmdline.Config
+	quiet bool
+
+	logMu sync.Mutex
+	dmesg bytes.Buffer
+}
+
+// logf writes a kernel log line: to the log buffer always, to stderr
+// unless quiet.
+func (m *machine) logf(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	for _, line := range strings.Split(strings.TrimRight(msg, "\n"), "\n") {
+		d := time.Since(m.start)
+		fmt.Fprintf(&m.dmesg, "[%5d.%06d] %s\n", int(d/time.Second), int(d%time.Second/time.Microsecond), line)
+		if !m.quiet {
+			fmt.Fprintln(m.io.Stderr, line)
+		}
+	}
+}
+
+// errorf is a message that quiet does not hide.
+func (m *machine) errorf(format string, a ...any) {
+	q := m.quiet
+	m.quiet = false
+	m.logf(format, a...)
+	m.quiet = q
+}
+
+func (m *machine) log() []byte {
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	return append([]byte(nil), m.dmesg.Bytes()...)
+}
+
+func (m *machine) run(args []string) int {
+	cfg, warns, err := cmdline.Parse(args)
+	if err != nil {
+		fmt.Fprintf(m.io.Stderr, "linux: %v\n", err)
+		return 2
+	}
+	switch {
+	case cfg.Help:
+		fmt.Fprint(m.io.Stdout, Help)
+		return 0
+	case cfg.Version:
+		fmt.Fprintf(m.io.Stdout, "%s\n", kernel.Release)
+		return 0
+	case cfg.ShowConfig:
+		fmt.Fprintf(m.io.Stdout, "# umltools engine %s\nCONFIG_UML=y\nCONFIG_64BIT=y\nCONFIG_DEVTMPFS=y\nCONFIG_DEVTMPFS_MOUNT=y\nCONFIG_EXT4_FS=y\nCONFIG_TMPFS=y\nCONFIG_PROC_FS=y\n", version.Version)
+		return 0
+	}
+	m.cfg = cfg
+	m.quiet = cfg.Quiet
+	// Init's argv: the kernel's rules, except that the argv elements
+	// after a bare "--" reach init intact (the C kernel re-splits them
+	// at spaces and loses its default root= to init's argv).
+	initArgs, initEnv := cfg.InitArgs, cfg.InitEnv
+	if cfg.AfterDashes != nil {
+		for i, a := range args {
+			if a == "--" {
+				pre, _, err := cmdline.Parse(args[:i])
+				if err == nil {
+					initArgs = append(append([]string(nil), pre.InitArgs...), cfg.AfterDashes...)
+					initEnv = pre.InitEnv
+				}
+				break
+			}
+		}
+	}
+	_, _, release, ver, _ := (&kernel.Kernel{}).Uname()
+	m.logf("Linux version %s (umltools engine) %s", release, ver)
+	m.logf("Kernel command line: %s", cfg.ProcCmdline())
+	for _, w := range warns {
+		if w.Level == cmdline.Error {
+			m.errorf("%s", w.Msg)
+		} else {
+			m.logf("%s", w.Msg)
+		}
+	}
+	if l := cfg.UnknownLine(); l != "" {
+		m.logf("%s", l)
+	}
+
+	base := cfg.UMLDir
+	if base == "" {
+		if base, err = umid.DefaultBase(); err != nil {
+			m.errorf("%v", err)
+			return 1
+		}
+	}
+	dir, err := umid.CreateOrRandom(base, cfg.Umid, os.Getpid(), m.logf)
+	if err != nil {
+		m.errorf("Failed to initialize umid: %v", err)
+		return 1
+	}
+	defer dir.Remove()
+
+	disks, root, code := m.openDisks()
+	defer func() {
+		for _, d := range disks {
+			if d != nil {
+				d.Close()
+			}
+		}
+	}()
+	if code >= 0 {
+		return code
+	}
+
+	con, err := m.console()
+	if err != nil {
+		m.errorf("con0: %v", err)
+		return 1
+	}
+	if con != nil {
+		defer con.Close()
+	}
+
+	// Signals to the engine shut the machine down.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	for {
+		status, again := m.boot(root, con, initArgs, initEnv, sigs)
+		if !again {
+			return status
+		}
+		m.logf("reboot: restarting")
+	}
+}
+
+// openDisks opens every configured ubd device, as the C kernel does at
+// boot (so their locks are taken), and mounts ubd0 as the root. code is
+// the exit status when the machine cannot boot, -1 otherwise.
+func (m *machine) openDisks() (disks []ubd.Device, root *extfs.FS, code int) {
+	disks = make([]ubd.Device, cmdline.MaxUbd)
+	for i, sp := range m.cfg.Ubd {
+		if sp == nil {
+			continue
+		}
+		d, err := ubd.Open(sp, &ubd.Options{Logf: m.logf})
+		if err != nil {
+			var le *cow.LockedError
+			if errors.As(err, &le) {
+				m.errorf("F_SETLK failed, file already locked by pid %d", le.Pid)
+				m.errorf("Failed to lock '%s', err = 11", le.Path)
+			}
+			m.errorf("Failed to initialize ubd device %d :%v", i, err)
+			continue
+		}
+		disks[i] = d
+	}
+	if m.cfg.RootFSType != "" && m.cfg.RootFSType != "ext4" && m.cfg.RootFSType != "ext3" && m.cfg.RootFSType != "ext2" {
+		m.errorf("%v", &PanicError{fmt.Sprintf("VFS: Unable to mount root fs of type %s (not supported yet)", m.cfg.RootFSType)})
+		return disks, nil, 1
+	}
+	if m.cfg.Root != "98:0" && m.cfg.Root != "/dev/ubda" && m.cfg.Root != "/dev/ubd0" && m.cfg.Root != "/dev/root" {
+		m.errorf("%v", &PanicError{fmt.Sprintf("VFS: Unable to mount root fs on %s (only ubd0 is supported)", m.cfg.Root)})
+		return disks, nil, 1
+	}
+	d := disks[0]
+	if d == nil {
+		m.errorf("%v", &PanicError{"VFS: Unable to mount root fs on unknown-block(98,0)"})
+		return disks, nil, 1
+	}
+	fs, err := ext4.Open(d, d.Size(), nil)
+	if err != nil {
+		m.errorf("EXT4-fs (ubda): %v", err)
+		m.errorf("%v", &PanicError{"VFS: Unable to mount root fs on unknown-block(98,0)"})
+		return disks, nil, 1
+	}
+	m.logf("EXT4-fs (ubda): mounted filesystem without journal (read-only: the writable driver is not in this build).")
+	m.logf("VFS: Mounted root (ext4 filesystem) readonly on device 98:0.")
+	return disks, extfs.New(fs), -1
+}
+
+// console brings up con0 (nil when it is "none").
+func (m *machine) console() (*chans.Console, error) {
+	l := m.cfg.Con[0]
+	if l.None {
+		return nil, nil
+	}
+	c, err := chans.New(l.In, l.Out, chans.Options{Name: "con0", Logf: m.logf})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ttyConsole adapts a Console to the kernel.
+type ttyConsole struct{ c *chans.Console }
+
+func (t ttyConsole) OpenSlave(flags int) (*os.File, error) {
+	return os.OpenFile(t.c.SlavePath(), flags|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
+}
+
+func (t ttyConsole) Rdev() uint64 { return t.c.Rdev() }
+
+// boot runs the guest once. again is true for a reboot.
+func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []string, sigs chan os.Signal) (status int, again bool) {
+	v := vfs.New(root, "/dev/ubda", vfs.ReadOnly, vfs.Mkdev(98, 0))
+	halted := make(chan kernel.HaltMode, 1)
+	kcfg := kernel.Config{VFS: v, Hostname: imageHostname(v), Mem: m.cfg.Mem, Cmdline: m.cfg.ProcCmdline(),
+		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }}
+	var files []*os.File
+	if con != nil {
+		kcfg.Console = ttyConsole{con}
+		files = []*os.File{con.Slave(), con.Slave(), con.Slave()}
+	} else {
+		m.errorf("Warning: unable to open an initial console.")
+	}
+	if tr := os.Getenv("UMLTOOLS_TRACE"); tr != "" {
+		f, err := os.OpenFile(tr, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err == nil {
+			defer f.Close()
+			var mu sync.Mutex
+			kcfg.Trace = func(line string) {
+				mu.Lock()
+				fmt.Fprintln(f, line)
+				mu.Unlock()
+			}
+		}
+	}
+	k, err := kernel.New(kcfg)
+	if err != nil {
+		m.errorf("%v", err)
+		return 1, false
+	}
+	defer k.Close()
+	// devtmpfs is mounted on /dev, as the C kernel (CONFIG_DEVTMPFS_MOUNT)
+	// does, when the image has a /dev directory.
+	if d, err := (&vfs.Walker{V: v, Root: v.Root(), Cwd: v.Root()}).Lookup("/dev", true); err == nil {
+		if _, err := v.Mount(k.DevFS(), d, "devtmpfs", 0, "", v.AnonDev()); err == nil {
+			m.logf("devtmpfs: mounted")
+		}
+	}
+	init, err := m.pickInit(v)
+	if err != nil {
+		m.errorf("%v", err)
+		return 1, false
+	}
+	argv := append([]string{init}, initArgs...)
+	m.logf("Run %s as init process", init)
+	sb, err := k.Start(init, argv, initEnv, files)
+	if err != nil {
+		m.errorf("%v", &PanicError{fmt.Sprintf("Requested init %s failed (%v).", init, err)})
+		return 1, false
+	}
+	done := make(chan struct{})
+	var ws unix.WaitStatus
+	var werr error
+	go func() {
+		ws, werr = sb.Wait()
+		close(done)
+	}()
+	var sig os.Signal
+	for {
+		select {
+		case sig = <-sigs:
+			m.errorf("linux: received %v, shutting the machine down", sig)
+			sb.Kill()
+			continue
+		case <-done:
+		}
+		break
+	}
+	select {
+	case h := <-halted:
+		switch h {
+		case kernel.Restart:
+			if m.cfg.NoReboot {
+				return 0, false
+			}
+			return 0, true
+		default:
+			return 0, false
+		}
+	default:
+	}
+	if s, ok := sig.(syscall.Signal); ok {
+		return 128 + int(s), false
+	}
+	if werr != nil {
+		m.errorf("%v", werr)
+		return 1, false
+	}
+	code := ws.ExitStatus()
+	if ws.Signaled() {
+		code = 128 + int(ws.Signal())
+	}
+	m.errorf("%v", &PanicError{fmt.Sprintf("Attempted to kill init! exitcode=0x%08x", code<<8)})
+	return code, false
+}
+
+// pickInit returns init= or the first of DefaultInits that exists.
+func (m *machine) pickInit(v *vfs.VFS) (string, error) {
+	if m.cfg.Init != "" {
+		return m.cfg.Init, nil
+	}
+	w := &vfs.Walker{V: v, Root: v.Root(), Cwd: v.Root()}
+	for _, p := range DefaultInits {
+		if d, err := w.Lookup(p, true); err == nil {
+			if a, err := d.Node.Attr(); err == nil && a.Type() == syscall.S_IFREG {
+				return p, nil
+			}
+		}
+	}
+	return "", &PanicError{kernel.ErrNoInit.Error()}
+}
+
+// imageHostname reads the image's /etc/hostname.
+func imageHostname(v *vfs.VFS) string {
+	w := &vfs.Walker{V: v, Root: v.Root(), Cwd: v.Root()}
+	d, err := w.Lookup("/etc/hostname", true)
+	if err != nil {
+		return ""
+	}
+	on, ok := d.Node.(vfs.OpenNode)
+	if !ok {
+		return ""
+	}
+	f, err := on.Open(nil, syscall.O_RDONLY)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	line, _ := bufio.NewReader(io.LimitReader(f, 65)).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// Help is the engine's --help text.
+const Help = `User Mode Linux engine (umltools)
+	a Go re-implementation; see linux(1)
+
+Usage: linux [options] [-- init arguments]
+
+Common options (the C kernel's syntax):
+    ubd<N><flags>=<file>[,<backing file>]
+        A block device; ubd0 is the root filesystem (ext2/3/4 image).
+        Flags: r read-only, s synchronous, d not a COW file, c shared
+        (no host locking), t no discard.
+    con[N]=<channel>[,<channel>]   ssl[N]=...
+        Console and serial line channels: fd:<n>, null, none (pts, pty,
+        tty:<dev>, port:<n> and xterm come in a later version).
+    mem=<size>       memory size (K, M, G suffixes)
+    umid=<name>      machine id (default: random)
+    uml_dir=<dir>    directory for machine ids (default: ~/.uml)
+    root=<dev>  ro  rw  init=<path>  rootfstype=<type>  quiet  noreboot
+    eth<N>=<transport>,...  network devices (parsed; the network comes
+        in a later version)
+    --help  --version  --showconfig
+
+Other words go to init: name=value to its environment, the rest to its
+argv; arguments after a bare "--" reach init unchanged.
+`
