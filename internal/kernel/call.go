@@ -21,6 +21,8 @@ type call struct {
 	th   *Thread
 	p    *Process
 	args [6]uint64
+	// newfd is the fd an answered open installed (for the trace).
+	newfd int
 }
 
 // errno converts an error to a negative errno result.
@@ -164,7 +166,9 @@ func (k *Kernel) register(f *os.File, d *vfs.Dentry) {
 func (c *call) install(f *os.File, d *vfs.Dentry, cloexec bool) int64 {
 	defer f.Close()
 	c.k.register(f, d)
-	if _, err := c.n.AddFd(f, cloexec); err != nil {
+	nfd, err := c.n.AddFd(f, cloexec)
+	c.newfd = nfd
+	if err != nil {
 		if errors.Is(err, sandbox.ErrGone) {
 			return answered
 		}

@@ -253,7 +253,6 @@ func (k *Kernel) Start(init string, argv, env []string, files []*os.File) (*sand
 	if err != nil {
 		return nil, err
 	}
-	p.Exe = init
 	p.Comm = commOf(init)
 	k.init = p
 	sb, err := sandbox.Start(sandbox.Config{
@@ -333,8 +332,8 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 		p.threads[t.Tid] = th
 		k.threads[t.Tid] = th
 		if th.pendingExe != "" {
-			p.Exe, p.Comm = th.pendingExe, commOf(th.pendingExe)
-			th.pendingExe = ""
+			p.Exe, p.Comm = th.pendingExe, th.pendingComm
+			th.pendingExe, th.pendingComm = "", ""
 		}
 	case sandbox.EvClone:
 		parent, _ := t.Data.(*Thread)
@@ -391,6 +390,9 @@ func (k *Kernel) Notify(n *sandbox.Notification) {
 	c := &call{k: k, n: n, mem: n.Task(), th: th, p: th.Proc, args: n.Args}
 	r := k.dispatch(c)
 	if r == answered {
+		if k.cfg.Trace != nil {
+			k.trace(c, int64(c.newfd))
+		}
 		return
 	}
 	if r == continued {

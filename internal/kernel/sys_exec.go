@@ -58,8 +58,7 @@ func (k *Kernel) sysExec(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 			return sandbox.Emulate(errno(err))
 		}
 	}
-	argv0 := path
-	host, prefix, skip, err := k.execTarget(c, d, path, 0)
+	host, prefix, skip, exe, err := k.execTarget(c, d, path, 0)
 	if err != nil {
 		return sandbox.Emulate(errno(err))
 	}
@@ -73,31 +72,32 @@ func (k *Kernel) sysExec(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 	if err != nil {
 		return sandbox.Fail(abi.EFAULT)
 	}
-	th.pendingExe = k.vfs.Path(d, c.p.FS.Root)
-	_ = argv0
+	// /proc/self/exe names the ELF that runs: a script's interpreter.
+	th.pendingExe = k.vfs.Path(exe, c.p.FS.Root)
+	th.pendingComm = commOf(path) // Linux: the basename of the name exec was given
 	return sandbox.Native()
 }
 
 // execTarget checks that d may be executed and returns the guest-root
 // path of the image to run; for a script, also the argv prefix that
 // replaces argv[0] (skip=1).
-func (k *Kernel) execTarget(c *call, d *vfs.Dentry, path string, depth int) (host string, prefix []string, skip int, err error) {
+func (k *Kernel) execTarget(c *call, d *vfs.Dentry, path string, depth int) (host string, prefix []string, skip int, exe *vfs.Dentry, err error) {
 	a, err := d.Node.Attr()
 	if err != nil {
-		return "", nil, 0, err
+		return "", nil, 0, nil, err
 	}
 	if a.IsDir() || a.Type() != syscall.S_IFREG {
-		return "", nil, 0, syscall.EACCES
+		return "", nil, 0, nil, syscall.EACCES
 	}
 	if d.Mount.Flags&vfs.NoExec != 0 {
-		return "", nil, 0, syscall.EACCES
+		return "", nil, 0, nil, syscall.EACCES
 	}
 	if r := c.permit(&a, 1); r < 0 {
-		return "", nil, 0, syscall.EACCES
+		return "", nil, 0, nil, syscall.EACCES
 	}
 	f, key, err := k.openImage(c, d)
 	if err != nil {
-		return "", nil, 0, err
+		return "", nil, 0, nil, err
 	}
 	defer f.Close()
 	head := make([]byte, 256)
@@ -105,19 +105,19 @@ func (k *Kernel) execTarget(c *call, d *vfs.Dentry, path string, depth int) (hos
 	head = head[:n]
 	if interp, arg, ok, err := sandbox.Shebang(head); ok {
 		if err != nil {
-			return "", nil, 0, syscall.ENOEXEC
+			return "", nil, 0, nil, syscall.ENOEXEC
 		}
 		if depth >= maxInterpDepth {
-			return "", nil, 0, syscall.ELOOP
+			return "", nil, 0, nil, syscall.ELOOP
 		}
 		w := &vfs.Walker{V: k.vfs, Ctx: c.ctx(), Root: c.p.FS.Root, Cwd: c.p.FS.Cwd}
 		id, err := w.Lookup(interp, true)
 		if err != nil {
-			return "", nil, 0, err
+			return "", nil, 0, nil, err
 		}
-		h, p2, skip2, err := k.execTarget(c, id, interp, depth+1)
+		h, p2, skip2, ie, err := k.execTarget(c, id, interp, depth+1)
 		if err != nil {
-			return "", nil, 0, err
+			return "", nil, 0, nil, err
 		}
 		pre := []string{interp}
 		if arg != "" {
@@ -129,63 +129,63 @@ func (k *Kernel) execTarget(c *call, d *vfs.Dentry, path string, depth int) (hos
 			// first, replacing the interpreter's argv[0].
 			pre = append(p2, pre[skip2:]...)
 		}
-		return h, pre, 1, nil
+		return h, pre, 1, ie, nil
 	}
 	if h, ok := k.execs[key]; ok {
-		return h, nil, 0, nil
+		return h, nil, 0, d, nil
 	}
 	img, err := io.ReadAll(io.NewSectionReader(f, 0, key.size))
 	if err != nil {
-		return "", nil, 0, err
+		return "", nil, 0, nil, err
 	}
 	ip, err := sandbox.Interp(img)
 	if err != nil {
-		return "", nil, 0, syscall.ENOEXEC
+		return "", nil, 0, nil, syscall.ENOEXEC
 	}
 	if ip == "" {
 		h, err := k.placeImage(commOf(path), img)
 		if err == nil {
 			k.execs[key] = h
 		}
-		return h, nil, 0, err
+		return h, nil, 0, d, err
 	}
 	w := &vfs.Walker{V: k.vfs, Ctx: c.ctx(), Root: c.p.FS.Root, Cwd: c.p.FS.Root}
 	ld, err := w.Lookup(ip, true)
 	if err != nil {
-		return "", nil, 0, err
+		return "", nil, 0, nil, err
 	}
 	la, err := ld.Node.Attr()
 	if err != nil {
-		return "", nil, 0, err
+		return "", nil, 0, nil, err
 	}
 	if la.Type() != syscall.S_IFREG {
-		return "", nil, 0, syscall.ELIBBAD
+		return "", nil, 0, nil, syscall.ELIBBAD
 	}
 	lh, ok := k.loaders[ld]
 	if !ok {
 		lf, _, err := k.openImage(c, ld)
 		if err != nil {
-			return "", nil, 0, err
+			return "", nil, 0, nil, err
 		}
 		limg, err := io.ReadAll(lf)
 		lf.Close()
 		if err != nil {
-			return "", nil, 0, err
+			return "", nil, 0, nil, err
 		}
 		if lh, err = k.placeImage("", limg); err != nil {
-			return "", nil, 0, err
+			return "", nil, 0, nil, err
 		}
 		k.loaders[ld] = lh
 	}
 	patched, err := sandbox.PatchInterp(img, lh)
 	if err != nil {
-		return "", nil, 0, syscall.ENOEXEC
+		return "", nil, 0, nil, syscall.ENOEXEC
 	}
 	h, err := k.placeImage(commOf(path), patched)
 	if err == nil {
 		k.execs[key] = h
 	}
-	return h, nil, 0, err
+	return h, nil, 0, d, err
 }
 
 // openImage opens an executable's content through its page cache and
@@ -247,10 +247,11 @@ func (k *Kernel) prepareExec(w *vfs.Walker, p *Process, path string, argv []stri
 		return "", nil, err
 	}
 	c := &call{k: k, th: &Thread{NsID: 1, Proc: p}, p: p}
-	host, prefix, skip, err := k.execTarget(c, d, path, 0)
+	host, prefix, skip, exe, err := k.execTarget(c, d, path, 0)
 	if err != nil {
 		return "", nil, err
 	}
+	p.Exe = k.vfs.Path(exe, w.Root)
 	if prefix == nil {
 		return host, argv, nil
 	}

@@ -171,11 +171,13 @@ func (c *call) openDevice(rdev uint64, typ uint32, flags int) (*os.File, int64) 
 	}
 	keep := flags & (syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_NONBLOCK)
 	if p := devfs.HostPath(rdev); p != "" {
-		f, err := os.OpenFile(p, keep|syscall.O_CLOEXEC, 0)
+		// syscall.Open, not os.OpenFile: Go makes character devices it
+		// opens non-blocking, and the guest would share that.
+		fd, err := syscall.Open(p, keep|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			return nil, errno(err)
 		}
-		return f, 0
+		return os.NewFile(uintptr(fd), p), 0
 	}
 	switch rdev {
 	case devfs.Console, devfs.Tty0:

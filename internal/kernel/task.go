@@ -52,7 +52,8 @@ type Thread struct {
 	NsID int // guest id
 	Proc *Process
 
-	pendingExe string // set at an exec trap, applied at the exec event
+	pendingExe  string // set at an exec trap, applied at the exec event
+	pendingComm string
 }
 
 // nsID returns the guest id of host task tid from /proc/<tid>/status.

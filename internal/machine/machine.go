@@ -57,6 +57,8 @@ type machine struct {
 	start time.Time
 	cfg   *cmdline.Config
 	quiet bool
+	// procCmdline is /proc/cmdline: the whole command line.
+	procCmdline string
 
 	logMu sync.Mutex
 	dmesg bytes.Buffer
@@ -93,6 +95,30 @@ func (m *machine) log() []byte {
 
 func (m *machine) run(args []string) int {
 	cfg, warns, err := cmdline.Parse(args)
+	dashes := -1
+	for i, a := range args {
+		if a == "--" {
+			dashes = i
+			break
+		}
+	}
+	if err != nil && dashes >= 0 {
+		// The words after "--" reach init intact (below), so the
+		// kernel's limit on re-split init words does not apply to them.
+		var perr error
+		if cfg, warns, perr = cmdline.Parse(args[:dashes]); perr == nil {
+			err = nil
+			line := cfg.ProcCmdline()
+			tail := " " + cmdline.DefaultRootArg + " " + cmdline.DefaultConsArg
+			after := " -- " + strings.Join(args[dashes+1:], " ")
+			if strings.HasSuffix(line, tail) {
+				line = strings.TrimSuffix(line, tail) + after + tail
+			} else {
+				line += after
+			}
+			m.procCmdline = line
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(m.io.Stderr, "linux: %v\n", err)
 		return 2
@@ -108,27 +134,26 @@ func (m *machine) run(args []string) int {
 		fmt.Fprintf(m.io.Stdout, "# umltools engine %s\nCONFIG_UML=y\nCONFIG_64BIT=y\nCONFIG_DEVTMPFS=y\nCONFIG_DEVTMPFS_MOUNT=y\nCONFIG_EXT4_FS=y\nCONFIG_TMPFS=y\nCONFIG_PROC_FS=y\n", version.Version)
 		return 0
 	}
-	m.cfg = cfg
-	m.quiet = cfg.Quiet
-	// Init's argv: the kernel's rules, except that the argv elements
-	// after a bare "--" reach init intact (the C kernel re-splits them
-	// at spaces and loses its default root= to init's argv).
-	initArgs, initEnv := cfg.InitArgs, cfg.InitEnv
-	if cfg.AfterDashes != nil {
-		for i, a := range args {
-			if a == "--" {
-				pre, _, err := cmdline.Parse(args[:i])
-				if err == nil {
-					initArgs = append(append([]string(nil), pre.InitArgs...), cfg.AfterDashes...)
-					initEnv = pre.InitEnv
-				}
-				break
-			}
+	if m.procCmdline == "" {
+		m.procCmdline = cfg.ProcCmdline()
+	}
+	// Init's argv follows the kernel's rules, except that the argv
+	// elements after a bare "--" reach init intact, and the words before
+	// it configure the machine (the C kernel re-splits them at spaces and
+	// loses its default root= to init's argv, then panics).
+	initArgs := cfg.InitArgs
+	if dashes >= 0 {
+		if pre, _, err := cmdline.Parse(args[:dashes]); err == nil {
+			cfg = pre
+			initArgs = append(append([]string(nil), pre.InitArgs...), args[dashes+1:]...)
 		}
 	}
+	initEnv := cfg.InitEnv
+	m.cfg = cfg
+	m.quiet = cfg.Quiet
 	_, _, release, ver, _ := (&kernel.Kernel{}).Uname()
 	m.logf("Linux version %s (umltools engine) %s", release, ver)
-	m.logf("Kernel command line: %s", cfg.ProcCmdline())
+	m.logf("Kernel command line: %s", m.procCmdline)
 	for _, w := range warns {
 		if w.Level == cmdline.Error {
 			m.errorf("%s", w.Msg)
@@ -251,7 +276,12 @@ func (m *machine) console() (*chans.Console, error) {
 type ttyConsole struct{ c *chans.Console }
 
 func (t ttyConsole) OpenSlave(flags int) (*os.File, error) {
-	return os.OpenFile(t.c.SlavePath(), flags|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
+	// Not os.OpenFile: it would make the guest's console non-blocking.
+	fd, err := syscall.Open(t.c.SlavePath(), flags|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), t.c.SlavePath()), nil
 }
 
 func (t ttyConsole) Rdev() uint64 { return t.c.Rdev() }
@@ -260,7 +290,7 @@ func (t ttyConsole) Rdev() uint64 { return t.c.Rdev() }
 func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []string, sigs chan os.Signal) (status int, again bool) {
 	v := vfs.New(root, "/dev/ubda", vfs.ReadOnly, vfs.Mkdev(98, 0))
 	halted := make(chan kernel.HaltMode, 1)
-	kcfg := kernel.Config{VFS: v, Hostname: imageHostname(v), Mem: m.cfg.Mem, Cmdline: m.cfg.ProcCmdline(),
+	kcfg := kernel.Config{VFS: v, Hostname: imageHostname(v), Mem: m.cfg.Mem, Cmdline: m.procCmdline,
 		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }}
 	var files []*os.File
 	if con != nil {

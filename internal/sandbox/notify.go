@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"unsafe"
 
@@ -147,6 +148,14 @@ func (s *Sandbox) takeListener(tid int) error {
 // notifyLoop receives notifications until no guest process uses the filter
 // any more (the listener then polls POLLHUP).
 func (s *Sandbox) notifyLoop(fd int, h Notifier) {
+	// One thread, with the Go runtime's preemption signal blocked: an
+	// ADDFD ioctl interrupted by SIGURG is restarted by the kernel, and
+	// the restarted request finds its notification already answered or
+	// gone, so the guest's open could come back with a stale result.
+	runtime.LockOSThread()
+	var set, old [1]uint64
+	set[0] = 1 << (uint(unix.SIGURG) - 1)
+	unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_BLOCK, uintptr(unsafe.Pointer(&set[0])), uintptr(unsafe.Pointer(&old[0])), 8, 0, 0)
 	defer close(s.notifs)
 	defer unix.Close(fd)
 	for {

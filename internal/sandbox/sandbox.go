@@ -103,7 +103,7 @@ func runStub(spec string) error {
 		}
 		fds[i] = n
 	}
-	ctrl, status, execfd := fds[0], fds[1], fds[2]
+	ctrl, execfd := fds[0], fds[2] // fds[1], the status pipe, is found by stubFailed
 	// The parent-death signal first: if the engine is already gone, the
 	// control pipe reads EOF below.
 	if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, abi.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0); e != 0 {
@@ -117,8 +117,10 @@ func runStub(spec string) error {
 	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&cfg); err != nil {
 		return fmt.Errorf("decoding configuration: %w", err)
 	}
-	for _, fd := range []int{ctrl, status, execfd} {
-		if fd >= 0 {
+	// Nothing but the guest's own fds (numbered below the control pipe)
+	// survives the exec: not the engine's stray inherited fds either.
+	if err := unix.CloseRange(uint(ctrl), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		for fd := ctrl; fd < 1024; fd++ {
 			unix.CloseOnExec(fd)
 		}
 	}
@@ -157,8 +159,17 @@ func runStub(spec string) error {
 		// The listener fd is O_CLOEXEC; the engine takes a copy with
 		// pidfd_getfd at the stub's exec stop, before it is closed.
 		nprog := abi.SockFprog{Len: uint16(len(cfg.Notify)), Filter: &cfg.Notify[0]}
-		if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, abi.SECCOMP_SET_MODE_FILTER,
-			abi.SECCOMP_FILTER_FLAG_NEW_LISTENER, uintptr(unsafe.Pointer(&nprog))); e != 0 {
+		// WAIT_KILLABLE_RECV (5.19): once the engine has received a
+		// notification, only a fatal signal ends the wait, so a served
+		// syscall is never abandoned half way (an open whose fd was
+		// added) and restarted; signals are delivered right after it.
+		flags := uintptr(abi.SECCOMP_FILTER_FLAG_NEW_LISTENER | abi.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+		_, _, e := unix.RawSyscall(unix.SYS_SECCOMP, abi.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&nprog)))
+		if e == unix.EINVAL {
+			_, _, e = unix.RawSyscall(unix.SYS_SECCOMP, abi.SECCOMP_SET_MODE_FILTER,
+				abi.SECCOMP_FILTER_FLAG_NEW_LISTENER, uintptr(unsafe.Pointer(&nprog)))
+		}
+		if e != 0 {
 			return fmt.Errorf("seccomp listener: %w", e)
 		}
 	}
