@@ -3,6 +3,7 @@
 #   make                 build every binary into bin/ (static, CGO_ENABLED=0)
 #   make test            gofmt, go vet, unit + interop tests, 10 s per fuzz target
 #   make fuzz            every fuzz target for FUZZTIME (default 2m)
+#   make run             boot the default guest image (built on first use) on this terminal
 #   make bench           speed ratios against the C originals, from one run
 #   make install         DESTDIR, PREFIX (/usr/local), BINDIR, MANDIR, COMPDIR, UNITDIR
 #   make clean
@@ -25,7 +26,7 @@ FUZZTIME ?= 2m
 
 export CGO_ENABLED = 0
 
-.PHONY: all build test fuzz bench install clean $(BINS)
+.PHONY: all build test fuzz bench run install clean $(BINS)
 
 all: build
 
@@ -42,6 +43,15 @@ fuzz:
 
 bench: build
 	./scripts/bench.sh
+
+# The main job: the default image (rootstrap's busybox profile, no root
+# needed) booted by our engine with its console on this terminal. Log in
+# is not needed; `poweroff` ends it. RUN_ARGS adds kernel options.
+IMAGE    ?= default.img
+RUN_ARGS ?=
+run: linux rootstrap
+	@[ -f $(IMAGE) ] || bin/rootstrap --profile busybox $(IMAGE)
+	bin/linux ubd0=$(IMAGE) con0=fd:0,fd:1 con=null $(RUN_ARGS)
 
 # Installs binaries, man pages and bash completions. It never sets the
 # setuid bit on uml_net: packagers do that (see README, "Packaging").

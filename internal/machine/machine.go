@@ -123,12 +123,15 @@ func (m *machine) run(args []string) int {
 		fmt.Fprintf(m.io.Stderr, "linux: %v\n", err)
 		return 2
 	}
+	if len(args) == 1 && args[0] == "-h" {
+		cfg.Help = true
+	}
 	switch {
 	case cfg.Help:
 		fmt.Fprint(m.io.Stdout, Help)
 		return 0
 	case cfg.Version:
-		fmt.Fprintf(m.io.Stdout, "%s\n", kernel.Release)
+		fmt.Fprintf(m.io.Stdout, "%s\n%s\n", kernel.Release, version.String("linux"))
 		return 0
 	case cfg.ShowConfig:
 		fmt.Fprintf(m.io.Stdout, "# umltools engine %s\nCONFIG_UML=y\nCONFIG_64BIT=y\nCONFIG_DEVTMPFS=y\nCONFIG_DEVTMPFS_MOUNT=y\nCONFIG_EXT4_FS=y\nCONFIG_TMPFS=y\nCONFIG_PROC_FS=y\n", version.Version)

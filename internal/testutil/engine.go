@@ -1,0 +1,88 @@
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// defaultImageRecipe is part of the cache key of DefaultImage.
+const defaultImageRecipe = "default-busybox-v1"
+
+// imgMu serialises building the cached default image.
+var imgMu sync.Mutex
+
+// DefaultImage returns a fresh copy (in t.TempDir()) of the project's
+// default guest image, what `make run` boots: `rootstrap --profile
+// busybox`, built once and cached. Skips t when busybox-static or
+// e2fsprogs are missing.
+func DefaultImage(t testing.TB) string {
+	t.Helper()
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		Skip(t, "busybox-static not installed (make test installs it when run as root)")
+	}
+	NeedCmd(t, "mke2fs", "debugfs", "e2fsck")
+	sum, err := fileSHA256("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := filepath.Join(CacheDir(t), fmt.Sprintf("%s-%s.img", defaultImageRecipe, sum[:16]))
+	if _, err := os.Stat(cached); err != nil {
+		imgMu.Lock()
+		if _, err := os.Stat(cached); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			b, err := exec.CommandContext(ctx, Bin(t, "rootstrap"), "--profile", "busybox", "-q", cached).CombinedOutput()
+			cancel()
+			if err != nil {
+				imgMu.Unlock()
+				t.Fatalf("building the default image: rootstrap: %v\n%s", err, b)
+			}
+		}
+		imgMu.Unlock()
+	}
+	out := filepath.Join(t.TempDir(), "bb.img")
+	if err := copySparse(cached, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// AddFiles copies host files into an ext4 image with debugfs: files maps
+// a guest path (whose directory must exist) to a host file; each gets
+// mode 0755, root-owned.
+func AddFiles(t testing.TB, img string, files map[string]string) {
+	t.Helper()
+	debugfs := NeedCmd(t, "debugfs")[0]
+	var script strings.Builder
+	for guest, host := range files {
+		fmt.Fprintf(&script, "write %s %s\nsif %s mode 0100755\nsif %s uid 0\nsif %s gid 0\n", host, guest, guest, guest, guest)
+	}
+	cmd := exec.Command(debugfs, "-w", "-f", "-", img)
+	cmd.Stdin = strings.NewReader(script.String())
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("debugfs -w %s: %v\n%s", img, err, b)
+	}
+}
+
+// CStatic compiles C source into a static x86-64 executable and returns
+// its path; skips t when gcc or the static C library is missing.
+func CStatic(t testing.TB, name, src string) string {
+	t.Helper()
+	gcc := NeedCmd(t, "gcc")[0]
+	dir := t.TempDir()
+	c := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	if b, err := exec.Command(gcc, "-static", "-O2", "-o", out, c).CombinedOutput(); err != nil {
+		Skip(t, "gcc -static failed (no static libc?): %v: %s", err, strings.TrimSpace(string(b)))
+	}
+	return out
+}
