@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -32,25 +31,10 @@ func boot(t *testing.T, stdin string, timeout time.Duration, args ...string) run
 	dir := t.TempDir()
 	cmd := exec.Command(testutil.Bin(t, "linux"), append([]string{"uml_dir=" + dir + "/"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("linux %q: no exit after %v\nstdout:\n%s\nstderr:\n%s", args, timeout, out.String(), errb.String())
-	}
-	r := run{stdout: strings.ReplaceAll(out.String(), "\r\n", "\n"), stderr: errb.String(), code: cmd.ProcessState.ExitCode()}
-	if _, err := os.Stat(dir); err == nil {
-		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-			t.Errorf("umid directory left behind: %v", ents)
-		}
+	res := testutil.RunCmd(t, cmd, timeout)
+	r := run{stdout: strings.ReplaceAll(res.Stdout, "\r\n", "\n"), stderr: res.Stderr, code: res.Code}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("umid directory left behind: %v", ents)
 	}
 	return r
 }

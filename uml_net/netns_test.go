@@ -546,6 +546,7 @@ func TestGuestPing(t *testing.T) {
 				<-done
 				t.Fatalf("linux.uml did not power off; output:\n%s", out.String())
 			}
+			testutil.SkipIfUnusableUML(t, out.String())
 			ping, _ := os.ReadFile(filepath.Join(host, "ping.txt"))
 			passed := strings.Contains(string(ping), "rc=0") && strings.Contains(string(ping), "3 packets received")
 			if passed != c.ok {

@@ -75,8 +75,9 @@ type Config struct {
 	Logf func(format string, a ...any)
 	// Dmesg returns the kernel log so far (syslog(2)).
 	Dmesg func() []byte
-	// OnHalt is called (once) when the guest powers off, halts or
-	// reboots; the kernel has already killed every guest process.
+	// OnHalt is called (once, on a syscall handler's goroutine: it must
+	// not block) when the guest powers off, halts or reboots, just before
+	// the kernel kills every guest process.
 	OnHalt func(HaltMode)
 	// Trace, when non-nil, receives one line per served syscall.
 	Trace func(line string)
@@ -287,6 +288,11 @@ func (k *Kernel) Syscall(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 		return k.sysExec(t, regs)
 	case abi.SYS_CLONE, abi.SYS_SECCOMP:
 		return sandbox.Native() // the sandbox has enforced its rules
+	case abi.SYS_PRLIMIT64:
+		// Setting limits runs natively: the pid is a guest pid (its own
+		// namespace). The host refuses to raise a hard limit even for
+		// the guest's root, which lacks CAP_SYS_RESOURCE on the host.
+		return sandbox.Native()
 	}
 	// A syscall the filter traps but nobody serves: never let it run.
 	return sandbox.Fail(abi.ENOSYS)
@@ -436,13 +442,15 @@ func (k *Kernel) halt(mode HaltMode) {
 		return
 	}
 	k.halted = true
+	// The mode first: once init is killed, the machine may see its end
+	// before anything else, and must not take it for init's death.
+	if k.cfg.OnHalt != nil {
+		k.cfg.OnHalt(mode)
+	}
 	for tgid := range k.procs {
 		unix.Kill(tgid, unix.SIGKILL)
 	}
 	if k.sb != nil {
 		k.sb.Kill()
-	}
-	if k.cfg.OnHalt != nil {
-		go k.cfg.OnHalt(mode)
 	}
 }

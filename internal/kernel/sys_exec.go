@@ -2,10 +2,8 @@ package kernel
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -213,28 +211,12 @@ func (k *Kernel) openImage(c *call, d *vfs.Dentry) (*os.File, imageKey, error) {
 // short enough for any PT_INTERP.
 func (k *Kernel) placeImage(name string, img []byte) (string, error) {
 	k.nextFile++
-	var rel string
-	if name == "" {
-		rel = "l" + strconv.Itoa(k.nextFile)
-	} else {
-		dir := "e" + strconv.Itoa(k.nextFile)
-		if err := os.Mkdir(filepath.Join(k.priv, dir), 0o755); err != nil {
-			return "", fmt.Errorf("exec image: %w", err)
-		}
-		rel = dir + "/" + name
+	rel := "l" + strconv.Itoa(k.nextFile)
+	if name != "" {
+		rel = "e" + strconv.Itoa(k.nextFile) + "/" + name
 	}
-	p := filepath.Join(k.priv, rel)
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o555)
-	if err != nil {
-		return "", fmt.Errorf("exec image: %w", err)
-	}
-	if _, err := f.Write(img); err != nil {
-		f.Close()
-		os.Remove(p)
-		return "", fmt.Errorf("exec image %s: %w", p, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("exec image %s: %w", p, err)
+	if _, err := k.execDir.Add(rel, img); err != nil {
+		return "", err
 	}
 	return "/" + rel, nil
 }

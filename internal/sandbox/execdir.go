@@ -46,11 +46,18 @@ func NewExecDir(uid, gid int) (*ExecDir, error) {
 	return nil, fmt.Errorf("no exec-capable directory for guest executables: %v", errs)
 }
 
-// Add writes an executable image under name and returns its host path.
+// Add writes an executable image under name ("file", or "dir/file" to
+// give the image a base name of its choice, which becomes the host comm)
+// and returns its host path.
 func (d *ExecDir) Add(name string, image []byte) (string, error) {
 	p := filepath.Join(d.Path, name)
-	if filepath.Dir(p) != d.Path {
-		return "", fmt.Errorf("exec dir: bad name %q", name)
+	if dir := filepath.Dir(p); dir != d.Path {
+		if filepath.Dir(dir) != d.Path || filepath.Base(p) == "." {
+			return "", fmt.Errorf("exec dir: bad name %q", name)
+		}
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			return "", fmt.Errorf("exec dir: %w", err)
+		}
 	}
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o555)
 	if err != nil {

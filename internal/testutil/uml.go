@@ -165,6 +165,15 @@ func (u *UML) skipIfUnusable(t testing.TB) {
 	t.Helper()
 	if strings.Contains(u.Output(), fpRegsFailure) {
 		u.Kill()
+		SkipIfUnusableUML(t, u.Output())
+	}
+}
+
+// SkipIfUnusableUML skips t when output, a C kernel's console and log,
+// shows that linux.uml cannot run user processes on this host CPU.
+func SkipIfUnusableUML(t testing.TB, output string) {
+	t.Helper()
+	if strings.Contains(output, fpRegsFailure) {
 		Skip(t, "linux.uml cannot run user processes on this host CPU (%q: its xsave area is smaller than the host's, e.g. with AMX); no C-kernel interop here", fpRegsFailure)
 	}
 }
