@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -462,4 +463,44 @@ func TestSameCommandLineAsCKernel(t *testing.T) {
 	}
 	fsckClean(t, img)
 	fsckClean(t, cimg)
+}
+
+// reboot boots init again in the same process; with noreboot it ends the
+// engine with status 0.
+func TestReboot(t *testing.T) {
+	img := testutil.DefaultImage(t)
+	r := boot(t, "", time.Minute, "ubd0="+img, "con0=fd:0,fd:1", "con=null", "quiet", "noreboot", "init=/bin/sh", "--", "-c", "echo BOOT; reboot -f")
+	if r.code != 0 || strings.Count(r.stdout, "BOOT") != 1 {
+		t.Errorf("noreboot: exit %d, stdout %q", r.code, r.stdout)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(testutil.Bin(t, "linux"), "uml_dir="+dir+"/", "ubd0="+img, "con0=fd:0,fd:1", "con=null",
+		"init=/bin/sh", "--", "-c", "echo BOOT; reboot -f")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	cmd.Stderr = &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	boots, buf := 0, make([]byte, 4096)
+	deadline := time.Now().Add(30 * time.Second)
+	for boots < 3 && time.Now().Before(deadline) {
+		n, err := out.Read(buf)
+		boots += strings.Count(string(buf[:n]), "BOOT")
+		if err != nil {
+			break
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	if boots < 3 || cmd.ProcessState.ExitCode() != 128+int(syscall.SIGTERM) {
+		t.Errorf("%d boots, exit %d; log:\n%s", boots, cmd.ProcessState.ExitCode(), log.String())
+	}
+	if n := strings.Count(log.String(), "Run /bin/sh as init process"); n < 3 {
+		t.Errorf("init ran %d times", n)
+	}
+	fsckClean(t, img)
 }
