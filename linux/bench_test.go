@@ -79,56 +79,6 @@ int main(int argc, char **argv) {
 }
 `
 
-// benchNoXstateC runs a program (the C kernel) under a seccomp filter that
-// fails ptrace(PTRACE_GETREGSET/SETREGSET, pid, NT_X86_XSTATE) with EIO.
-// linux.uml 6.1 sizes its XSAVE buffer below the host's when the host CPU
-// has AMX, so PTRACE_SETREGSET fails with EFAULT ("userspace - ptrace set
-// fp regs failed, errno = 14") and init dies with SIGSEGV. With the
-// filter, it falls back to PTRACE_GETFPREGS/SETFPREGS (FXSAVE), as on a
-// host without XSAVE. Guest syscalls stop at PTRACE_SYSEMU before seccomp,
-// so the filter never sees them.
-const benchNoXstateC = `
-#include <stddef.h>
-#include <errno.h>
-#include <stdio.h>
-#include <unistd.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-int main(int argc, char **argv) {
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD|BPF_W|BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP|BPF_JEQ|BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-		BPF_STMT(BPF_RET|BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD|BPF_W|BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP|BPF_JEQ|BPF_K, __NR_ptrace, 1, 0),
-		BPF_STMT(BPF_RET|BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD|BPF_W|BPF_ABS, offsetof(struct seccomp_data, args[2])),
-		BPF_JUMP(BPF_JMP|BPF_JEQ|BPF_K, 0x202 /* NT_X86_XSTATE */, 1, 0),
-		BPF_STMT(BPF_RET|BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD|BPF_W|BPF_ABS, offsetof(struct seccomp_data, args[0])),
-		BPF_JUMP(BPF_JMP|BPF_JEQ|BPF_K, 0x4204 /* PTRACE_GETREGSET */, 2, 0),
-		BPF_JUMP(BPF_JMP|BPF_JEQ|BPF_K, 0x4205 /* PTRACE_SETREGSET */, 1, 0),
-		BPF_STMT(BPF_RET|BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_RET|BPF_K, SECCOMP_RET_ERRNO|EIO),
-	};
-	struct sock_fprog p = { sizeof f / sizeof f[0], f };
-	if (argc < 2) { fprintf(stderr, "usage: noxstate PROGRAM [ARGS...]\n"); return 2; }
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p)) { perror("seccomp"); return 126; }
-	execv(argv[1], argv + 1);
-	perror(argv[1]);
-	return 127;
-}
-`
-
-// benchNoAVX512 goes into the environment of the C kernel's guests when
-// the xstate workaround is on: FXSAVE keeps only the SSE state, so glibc
-// must not pick its AVX-512 (EVEX) string functions, which otherwise
-// corrupt static programs' TLS set-up (busybox segfaults in __ctype_init).
-const benchNoAVX512 = "GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ"
-
 const (
 	benchBootMarker = "BOOTED-MARKER"
 	benchGetppidN   = 1000000
@@ -306,12 +256,11 @@ func benchMedian(d []time.Duration) time.Duration {
 type benchEnv struct {
 	eng, img, cimg, dir string
 
-	kern    string // linux.uml, "" when missing
-	noKern  string // why the C kernel parts cannot run
-	probed  bool
-	wrapper string   // the xstate workaround, when needed
-	extra   []string // kernel words for both kernels' guests (the AVX-512 tunable)
-	seq     int
+	kern   string // linux.uml, "" when missing
+	noKern string // why the C kernel parts cannot run
+	probed bool
+	extra  []string // kernel words for both kernels' guests (the AVX-512 tunable)
+	seq    int
 }
 
 // ours boots our engine with init=script.
@@ -329,27 +278,23 @@ func (e *benchEnv) ours(t *testing.T, script, marker string, timeout time.Durati
 
 // c boots the C kernel on cimg with init=script. A missing marker is
 // returned, not fatal: the caller decides.
-func (e *benchEnv) c(t *testing.T, script, marker string, timeout time.Duration, workaround bool) (benchProc, string) {
+func (e *benchEnv) c(t *testing.T, script, marker string, timeout time.Duration) (benchProc, string) {
 	t.Helper()
 	e.seq++
 	dir := t.TempDir()
 	args := []string{"mem=64M", "ubd0=" + e.cimg, "init=" + script, "con0=fd:0,fd:1", "con=null", "ssl=null", "quiet",
 		fmt.Sprintf("umid=bench%d-%d", os.Getpid(), e.seq), "uml_dir=" + dir + "/"}
-	name := e.kern
-	if workaround {
-		args = append(args, benchNoAVX512)
-		args = append([]string{e.kern}, args...)
-		name = e.wrapper
-	}
-	cmd := exec.Command(name, args...)
+	// Under testutil's xstate workaround on hosts whose CPU state is too
+	// large for linux.uml (AMX).
+	cmd := testutil.UMLCommand(e.kern, args...)
 	cmd.Dir = dir
 	r := benchRun(t, cmd, true, marker, timeout, 10*time.Second)
-	return r, name + " " + strings.Join(args, " ")
+	return r, strings.Join(cmd.Args, " ")
 }
 
 // probe finds out, with a first (warm-up) boot, whether the C kernel runs
-// userspace here, and whether it needs the xstate workaround. It reports
-// false with e.noKern set when the C kernel parts must be skipped.
+// userspace here. It reports false with e.noKern set when the C kernel
+// parts must be skipped.
 func (e *benchEnv) probe(t *testing.T) bool {
 	t.Helper()
 	if e.probed {
@@ -359,33 +304,18 @@ func (e *benchEnv) probe(t *testing.T) bool {
 	if e.kern == "" {
 		return false
 	}
-	r, line := e.c(t, "/bench-boot.sh", benchBootMarker, time.Minute, false)
-	if r.toMarker >= 0 {
-		t.Logf("C kernel probe: boots as is (%v to the marker)", r.toMarker.Round(time.Millisecond))
-		return true
-	}
-	t.Logf("C kernel probe: %s\n%s, no marker; last lines: %s", line, r.state, lastLines(r.out, 4))
-	if !strings.Contains(r.out, "ptrace set fp regs failed") {
-		e.noKern = "linux.uml does not reach init's first echo on this host: " + lastLines(r.out, 3)
-		return false
-	}
-	w, err := benchCC(e.dir, "noxstate", benchNoXstateC)
-	if err != nil {
-		e.noKern = "linux.uml needs the xstate workaround on this host (AMX), which needs gcc -static: " + err.Error()
-		return false
-	}
-	e.wrapper = w
-	r, line = e.c(t, "/bench-boot.sh", benchBootMarker, time.Minute, true)
+	r, line := e.c(t, "/bench-boot.sh", benchBootMarker, time.Minute)
 	if r.toMarker < 0 {
-		e.noKern = "linux.uml fails on this host even with the xstate workaround: " + lastLines(r.out, 3)
-		t.Logf("C kernel probe with the workaround: %s\n%s; output tail:\n%s", line, r.state, benchTail(r.out, 1500))
-		e.wrapper = ""
+		e.noKern = "linux.uml does not reach init's first echo on this host: " + lastLines(r.out, 3)
+		t.Logf("C kernel probe: %s\n%s; output tail:\n%s", line, r.state, benchTail(r.out, 1500))
 		return false
 	}
-	e.extra = []string{benchNoAVX512}
-	t.Logf("C kernel probe: it fails on this host with %q (its XSAVE buffer is smaller than this AMX host's);"+
-		" it runs under a seccomp filter that fails PTRACE_{GET,SET}REGSET(NT_X86_XSTATE), so it falls back to FXSAVE,"+
-		" and with %s for every guest (ours and native too, for fairness)", "ptrace set fp regs failed, errno = 14", benchNoAVX512)
+	if testutil.UMLUnderWorkaround(e.kern) {
+		// Its guests run with AVX-512 off; so do ours and the native
+		// runs, for fairness.
+		e.extra = []string{testutil.NoAVX512}
+		t.Logf("C kernel probe: runs under the xstate workaround (this host's CPU state is too large for linux.uml), with %s for every guest", testutil.NoAVX512)
+	}
 	return true
 }
 
@@ -492,7 +422,7 @@ func TestBenchEngine(t *testing.T) {
 			r := e.ours(t, "/bench-boot.sh", benchBootMarker, time.Minute)
 			ours = append(ours, r.toMarker)
 			if haveC {
-				r, line := e.c(t, "/bench-boot.sh", benchBootMarker, time.Minute, e.wrapper != "")
+				r, line := e.c(t, "/bench-boot.sh", benchBootMarker, time.Minute)
 				if r.toMarker < 0 {
 					t.Fatalf("%s\n%s, no %s; output tail:\n%s", line, r.state, benchBootMarker, benchTail(r.out, 3000))
 				}
@@ -557,7 +487,7 @@ func TestBenchEngine(t *testing.T) {
 				fmt.Sprintf("%.2fx native; vs C n/a: %s", ours/nat, e.noKern)})
 			testutil.Skip(t, "C kernel part: %s", e.noKern)
 		}
-		cr, line := e.c(t, "/bench-fe.sh", prefix, 150*time.Second, e.wrapper != "")
+		cr, line := e.c(t, "/bench-fe.sh", prefix, 150*time.Second)
 		ck, ok := benchNumber(cr.marker, prefix)
 		if !ok {
 			t.Fatalf("%s\n%s, no %q line; output tail:\n%s", line, cr.state, prefix, benchTail(cr.out, 3000))

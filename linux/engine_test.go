@@ -350,11 +350,6 @@ func TestBusyboxInit(t *testing.T) {
 	fsckClean(t, img)
 }
 
-// tunables keeps the C kernel's guests off AVX-512: linux.uml 6.1 cannot
-// restore those registers on this host ("ptrace set fp regs failed").
-// The word reaches init's environment in both engines.
-const tunables = "GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ"
-
 // argsScript prints what init got, then powers off.
 const argsScript = `#!/bin/sh
 echo "ARGV:$0|$*"
@@ -376,7 +371,7 @@ func TestSameCommandLineAsCKernel(t *testing.T) {
 	if b, err := exec.Command("cp", "--sparse=always", img, cimg).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, b)
 	}
-	words := []string{"init=/args.sh", "alpha", "FOO=bar", "beta", tunables}
+	words := []string{"init=/args.sh", "alpha", "FOO=bar", "beta"}
 
 	ours := boot(t, "", time.Minute, append([]string{"mem=64M", "ubd0=" + img, "con0=fd:0,fd:1", "con=null", "ssl=null", "umid=same1"}, words...)...)
 	u := testutil.StartUML(t, testutil.UMLOptions{Umid: "same1", Args: append([]string{"ubd0=" + cimg}, words...)})
@@ -385,7 +380,7 @@ func TestSameCommandLineAsCKernel(t *testing.T) {
 	strip := func(s string) string {
 		var keep []string
 		for _, w := range strings.Fields(s) {
-			if !strings.HasPrefix(w, "uml_dir=") && !strings.HasPrefix(w, "con0=") && !strings.HasPrefix(w, "con=") &&
+			if !strings.HasPrefix(w, "uml_dir=") && !strings.HasPrefix(w, "GLIBC_TUNABLES=") && !strings.HasPrefix(w, "con0=") && !strings.HasPrefix(w, "con=") &&
 				!strings.HasPrefix(w, "ssl=") && !strings.HasPrefix(w, "ubd0=") && !strings.HasPrefix(w, "mem=") {
 				keep = append(keep, w)
 			}
@@ -419,22 +414,7 @@ func TestSameCommandLineAsCKernel(t *testing.T) {
 		t.Errorf("parameters for init: ours %q, C kernel %q", uo, uc)
 	}
 	cout := u.Output()
-	if strings.Contains(cout, "ptrace set fp regs failed") {
-		// linux.uml 6.1 cannot run user processes on this host CPU (AMX):
-		// run it again under the benchmark's xstate workaround.
-		w, err := benchCC(t.TempDir(), "noxstate", benchNoXstateC)
-		if err != nil {
-			testutil.Skip(t, "linux.uml runs no user process on this host CPU and the workaround needs gcc -static (%v); compared the kernel side only", err)
-		}
-		udir := t.TempDir()
-		cargs := append([]string{testutil.NeedCmd(t, "linux.uml")[0], "mem=64M", "ubd0=" + cimg,
-			"con0=fd:0,fd:1", "con=null", "ssl=null", "umid=same2", "uml_dir=" + udir + "/"}, words...)
-		cmd := exec.Command(w, cargs...)
-		res := testutil.RunCmd(t, cmd, 90*time.Second) // stdin /dev/null: a pipe at EOF hangs linux.uml
-		cout = res.Stdout + res.Stderr
-		t.Logf("the C kernel ran under the xstate workaround (this host's CPU state is too large for it)")
-	}
-
+	testutil.SkipIfUnusableUML(t, cout)
 	pick := func(out string) map[string]string {
 		m := map[string]string{}
 		for _, l := range lines(strings.ReplaceAll(out, "\r", "")) {

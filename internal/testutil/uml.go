@@ -82,7 +82,7 @@ func StartUML(t testing.TB, o UMLOptions) *UML {
 	}
 	args = append(args, "umid="+u.Umid, "uml_dir="+u.UMLDir+"/")
 	args = append(args, o.Extra...)
-	cmd := exec.Command(kern, args...)
+	cmd := UMLCommand(kern, args...)
 	cmd.Dir = dir
 	if o.Stdin != nil {
 		cmd.Stdin = o.Stdin
@@ -153,6 +153,49 @@ func (u *UML) WaitOutput(t testing.TB, s string, timeout time.Duration) {
 	}
 }
 
+// UMLCommand returns the command that runs the C kernel kern with args,
+// under the xstate workaround (see xstate.go) when this host needs it; its
+// Args are then args with NoAVX512 after the first word, so that the word
+// reaches init's environment even when args holds "--".
+func UMLCommand(kern string, args ...string) *exec.Cmd {
+	w := xstateWrapper(kern)
+	if w == "" {
+		return exec.Command(kern, args...)
+	}
+	a := append([]string{kern}, args...)
+	if len(a) > 1 {
+		a = append(a[:2], append([]string{NoAVX512}, a[2:]...)...)
+	} else {
+		a = append(a, NoAVX512)
+	}
+	return &exec.Cmd{Path: w, Args: a, Env: append(os.Environ(), "UMLTEST_XSTATE_EXEC="+kern)}
+}
+
+// UMLArgv returns the argv (for an exec through env(1), sudo and the
+// like: the environment assignments come first) that runs the C kernel
+// kern with args, under the xstate workaround when this host needs it.
+// The wrapper is copied into dir, which the caller makes reachable for the
+// user it runs as.
+func UMLArgv(t testing.TB, dir, kern string, args ...string) []string {
+	t.Helper()
+	w := xstateWrapper(kern)
+	if w == "" {
+		return append([]string{kern}, args...)
+	}
+	b, err := os.ReadFile(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(dir, "noxstate")
+	if err := os.WriteFile(local, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if len(args) > 0 {
+		args = append(args[:1:1], append([]string{NoAVX512}, args[1:]...)...)
+	}
+	return append([]string{"UMLTEST_XSTATE_EXEC=" + kern, local}, args...)
+}
+
 // fpRegsFailure is what linux.uml 6.1 prints when it cannot restore a
 // process's registers on this host CPU: its ptrace xsave buffer is too
 // small for the host's state (seen on Sapphire Rapids hosts with AMX),
@@ -174,7 +217,7 @@ func (u *UML) skipIfUnusable(t testing.TB) {
 func SkipIfUnusableUML(t testing.TB, output string) {
 	t.Helper()
 	if strings.Contains(output, fpRegsFailure) {
-		Skip(t, "linux.uml cannot run user processes on this host CPU (%q: its xsave area is smaller than the host's, e.g. with AMX); no C-kernel interop here", fpRegsFailure)
+		Skip(t, "linux.uml cannot run user processes on this host CPU (%q: its xsave area is smaller than the host's, e.g. with AMX) and the workaround is unavailable (%s); no C-kernel interop here", fpRegsFailure, xstate.note)
 	}
 }
 
