@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -475,6 +476,7 @@ func TestReboot(t *testing.T) {
 		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
+	go io.Copy(io.Discard, out) // the engine writes out what the guest printed before it exits
 	cmd.Wait()
 	if boots < 3 || cmd.ProcessState.ExitCode() != 128+int(syscall.SIGTERM) {
 		t.Errorf("%d boots, exit %d; log:\n%s", boots, cmd.ProcessState.ExitCode(), log.String())

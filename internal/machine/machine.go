@@ -357,6 +357,11 @@ func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []s
 		}
 		break
 	}
+	if s, ok := sig.(syscall.Signal); ok {
+		// A signal to the engine ends the machine, even one that was
+		// rebooting when it came.
+		return 128 + int(s), false
+	}
 	select {
 	case h := <-halted:
 		switch h {
@@ -369,9 +374,6 @@ func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []s
 			return 0, false
 		}
 	default:
-	}
-	if s, ok := sig.(syscall.Signal); ok {
-		return 128 + int(s), false
 	}
 	if werr != nil {
 		m.errorf("%v", werr)
