@@ -221,6 +221,40 @@ func SkipIfUnusableUML(t testing.TB, output string) {
 	}
 }
 
+// StartUMLReady is StartUML followed by WaitOutput(marker), booting again
+// (up to three times in all) when the machine dies before the marker: the
+// 6.1 C kernel now and then aborts during boot under load (a kernel
+// warning, then SIGABRT), which is its flake, not the test's subject.
+func StartUMLReady(t testing.TB, o UMLOptions, marker string, timeout time.Duration) *UML {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		u := StartUML(t, o)
+		deadline := time.Now().Add(timeout)
+		for !strings.Contains(u.Output(), marker) && time.Now().Before(deadline) {
+			u.skipIfUnusable(t)
+			select {
+			case <-u.done:
+			case <-time.After(50 * time.Millisecond):
+				continue
+			}
+			break
+		}
+		if strings.Contains(u.Output(), marker) {
+			return u
+		}
+		select {
+		case <-u.done:
+			if attempt < 3 {
+				t.Logf("linux.uml died (%v) before %q (attempt %d), booting again; output tail:\n%s", u.err, marker, attempt, tail(u.Output(), 1500))
+				continue
+			}
+		default:
+		}
+		u.WaitOutput(t, marker, time.Millisecond) // fails t with the reason
+		return u
+	}
+}
+
 // Wait waits for the machine to exit, killing it after timeout. It returns
 // the process's wait error and whether it exited on its own.
 func (u *UML) Wait(timeout time.Duration) (error, bool) {
