@@ -33,7 +33,8 @@ func runClient(t *testing.T, bin, home, stdin string, args ...string) result {
 func bootForMconsole(t *testing.T) (*testutil.UML, string) {
 	// pid 1 idles in wait before the marker: the C kernel's stack dumper
 	// faults now and then on a process that is mid-fork.
-	u := testutil.StartUMLReady(t, testutil.UMLOptions{Init: "sleep 600 &\nsleep 0.2\necho MCREADY\nwait\n"}, "MCREADY", 60*time.Second)
+	u := testutil.StartUML(t, testutil.UMLOptions{Init: "sleep 600 &\nsleep 0.2\necho MCREADY\nwait\n"})
+	u.WaitOutput(t, "MCREADY", 60*time.Second)
 	home := t.TempDir()
 	if err := os.Symlink(u.UMLDir, home+"/.uml"); err != nil {
 		t.Fatal(err)
