@@ -247,7 +247,7 @@ func (k *Kernel) Start(init string, argv, env []string, files []*os.File) (*sand
 	k.mu.Lock()
 	root := k.vfs.Root()
 	cred := &Cred{}
-	p := &Process{Pid: 1, FS: &FSContext{Root: root, Cwd: root, Umask: 0o022}, Cred: cred, threads: map[int]*Thread{}}
+	p := &Process{pid: 1, FS: &FSContext{Root: root, Cwd: root, Umask: 0o022}, Cred: cred, threads: map[int]*Thread{}}
 	w := &vfs.Walker{V: k.vfs, Ctx: &vfs.Ctx{Pid: 1, Tid: 1}, Root: root, Cwd: root}
 	host, hargv, err := k.prepareExec(w, p, init, argv, 0)
 	k.mu.Unlock()
@@ -312,7 +312,7 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 			p := k.init
 			p.Tgid = t.Tid
 			p.Start = k.ticks()
-			th = &Thread{Tid: t.Tid, NsID: 1, Proc: p}
+			th = &Thread{Tid: t.Tid, nsID: 1, Proc: p}
 			p.threads[t.Tid] = th
 			k.procs[t.Tid] = p
 			k.threads[t.Tid] = th
@@ -326,7 +326,7 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 			delete(k.threads, ev.OldTid)
 			delete(th.Proc.threads, ev.OldTid)
 			th.Tid = t.Tid
-			th.NsID = th.Proc.Pid
+			th.nsID = th.Proc.pid
 		}
 		p := th.Proc
 		for tid, o := range p.threads {
@@ -347,12 +347,12 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 			return
 		}
 		c := ev.Child
-		th := &Thread{Tid: c.Tid, NsID: nsID(c.Tid)}
+		th := &Thread{Tid: c.Tid}
 		if ev.Flags&abi.CLONE_THREAD != 0 {
 			th.Proc = parent.Proc
 		} else {
 			pp := parent.Proc
-			p := &Process{Tgid: c.Tid, Pid: th.NsID, Parent: pp, Exe: pp.Exe, Comm: pp.Comm,
+			p := &Process{Tgid: c.Tid, Parent: pp, Exe: pp.Exe, Comm: pp.Comm,
 				Start: k.ticks(), threads: map[int]*Thread{}}
 			if ev.Flags&abi.CLONE_FS != 0 {
 				p.FS = pp.FS
@@ -426,7 +426,7 @@ func (k *Kernel) trace(c *call, r int64) {
 	if r < 0 {
 		res = "-1 " + syscall.Errno(-r).Error()
 	}
-	k.cfg.Trace(fmt.Sprintf("%d %s(%#x, %#x, %#x, %#x) = %s", c.th.NsID, name, c.args[0], c.args[1], c.args[2], c.args[3], res))
+	k.cfg.Trace(fmt.Sprintf("%d %s(%#x, %#x, %#x, %#x) = %s", c.th.NsID(), name, c.args[0], c.args[1], c.args[2], c.args[3], res))
 }
 
 // answered is returned by handlers that answered the notification

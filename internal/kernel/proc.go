@@ -22,8 +22,8 @@ import (
 func (k *Kernel) Pids() []int {
 	out := make([]int, 0, len(k.procs))
 	for _, p := range k.procs {
-		if p.Pid > 0 {
-			out = append(out, p.Pid)
+		if pid := p.Pid(); pid > 0 {
+			out = append(out, pid)
 		}
 	}
 	return out
@@ -31,7 +31,7 @@ func (k *Kernel) Pids() []int {
 
 func (k *Kernel) byPid(pid int) *Process {
 	for _, p := range k.procs {
-		if p.Pid == pid {
+		if p.Pid() == pid {
 			return p
 		}
 	}
@@ -65,10 +65,10 @@ func parseInt(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
 // nsOf translates a host pid to the guest's, 0 when it is not a guest's.
 func (k *Kernel) nsOf(host int) int {
 	if p := k.procs[host]; p != nil {
-		return p.Pid
+		return p.Pid()
 	}
 	if t := k.threads[host]; t != nil {
-		return t.NsID
+		return t.NsID()
 	}
 	return 0
 }
@@ -109,7 +109,7 @@ func (k *Kernel) PidFile(c *vfs.Ctx, pid int, name string) ([]byte, error) {
 		tty, _ := parseInt(f[4])
 		f[4] = strconv.FormatInt(k.ttyNr(tty), 10)
 		f[19] = strconv.FormatInt(p.Start, 10)
-		return []byte(fmt.Sprintf("%d (%s) %s\n", p.Pid, p.Comm, strings.Join(f, " "))), nil
+		return []byte(fmt.Sprintf("%d (%s) %s\n", p.Pid(), p.Comm, strings.Join(f, " "))), nil
 	case "status":
 		return k.status(p)
 	}
@@ -126,7 +126,10 @@ func (k *Kernel) status(p *Process) ([]byte, error) {
 	}
 	ppid := 0
 	if p.Parent != nil {
-		ppid = p.Parent.Pid
+		ppid = 1 // reparented to init once its parent is gone
+		if k.procs[p.Parent.Tgid] == p.Parent {
+			ppid = p.Parent.Pid()
+		}
 	}
 	cr := p.Cred
 	groups := make([]string, len(cr.Groups))
@@ -142,9 +145,9 @@ func (k *Kernel) status(p *Process) ([]byte, error) {
 		case "Umask":
 			val = fmt.Sprintf("\t%04o", p.FS.Umask)
 		case "Tgid", "NStgid":
-			val = "\t" + strconv.Itoa(p.Pid)
+			val = "\t" + strconv.Itoa(p.Pid())
 		case "Pid", "NSpid":
-			val = "\t" + strconv.Itoa(p.Pid)
+			val = "\t" + strconv.Itoa(p.Pid())
 		case "PPid":
 			val = "\t" + strconv.Itoa(ppid)
 		case "TracerPid":

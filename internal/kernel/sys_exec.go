@@ -228,7 +228,7 @@ func (k *Kernel) prepareExec(w *vfs.Walker, p *Process, path string, argv []stri
 	if err != nil {
 		return "", nil, err
 	}
-	c := &call{k: k, th: &Thread{NsID: 1, Proc: p}, p: p}
+	c := &call{k: k, th: &Thread{nsID: 1, Proc: p}, p: p}
 	host, prefix, skip, exe, err := k.execTarget(c, d, path, 0)
 	if err != nil {
 		return "", nil, err

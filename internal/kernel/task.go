@@ -35,7 +35,7 @@ type FSContext struct {
 // Process is a guest thread group.
 type Process struct {
 	Tgid   int // host id
-	Pid    int // guest (namespace) id
+	pid    int // guest (namespace) id, 0 until first asked (Pid)
 	Parent *Process
 	FS     *FSContext
 	Cred   *Cred
@@ -49,11 +49,28 @@ type Process struct {
 // Thread is a guest thread.
 type Thread struct {
 	Tid  int // host id
-	NsID int // guest id
+	nsID int // guest id, 0 until first asked (NsID)
 	Proc *Process
 
 	pendingExe  string // set at an exec trap, applied at the exec event
 	pendingComm string
+}
+
+// Pid returns the process's guest pid, read from the host the first time
+// (a fork does not pay for it).
+func (p *Process) Pid() int {
+	if p.pid == 0 {
+		p.pid = nsID(p.Tgid)
+	}
+	return p.pid
+}
+
+// NsID returns the thread's guest tid.
+func (t *Thread) NsID() int {
+	if t.nsID == 0 {
+		t.nsID = nsID(t.Tid)
+	}
+	return t.nsID
 }
 
 // nsID returns the guest id of host task tid from /proc/<tid>/status.
