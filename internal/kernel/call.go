@@ -80,7 +80,9 @@ func (c *call) read(addr uint64, b []byte) int64 {
 	return 0
 }
 
-func (c *call) ctx() *vfs.Ctx { return &vfs.Ctx{Pid: c.p.Pid(), Tid: c.th.NsID()} }
+func (c *call) ctx() *vfs.Ctx {
+	return &vfs.Ctx{Who: func() (int, int) { return c.p.Pid(), c.th.NsID() }}
+}
 
 // walker returns a path walker starting at dirfd (AT_FDCWD for the cwd)
 // for a path; absolute paths ignore dirfd.

@@ -48,8 +48,17 @@ type Dirent struct {
 // Ctx is the calling guest task, for nodes whose content depends on the
 // caller (/proc/self).
 type Ctx struct {
-	Pid int // guest (namespace) pid of the caller's process
-	Tid int // guest tid of the caller
+	// Who returns the caller's guest (namespace) pid and tid; it may be
+	// costly, so nodes call it only when they need it.
+	Who func() (pid, tid int)
+}
+
+// Self returns Who's answer, or zeros without a caller.
+func (c *Ctx) Self() (pid, tid int) {
+	if c == nil || c.Who == nil {
+		return 0, 0
+	}
+	return c.Who()
 }
 
 // Node is a filesystem object.

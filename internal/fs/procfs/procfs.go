@@ -140,13 +140,14 @@ func (s *selfLink) Attr() (vfs.Attr, error) {
 }
 
 func (s *selfLink) Readlink(c *vfs.Ctx) (string, error) {
-	if c == nil || c.Pid == 0 {
+	pid, tid := c.Self()
+	if pid == 0 {
 		return "", syscall.ENOENT
 	}
 	if s.thread {
-		return strconv.Itoa(c.Pid) + "/task/" + strconv.Itoa(c.Tid), nil
+		return strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid), nil
 	}
-	return strconv.Itoa(c.Pid), nil
+	return strconv.Itoa(pid), nil
 }
 
 type fixedLink struct {

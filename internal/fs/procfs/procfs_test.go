@@ -30,7 +30,7 @@ func (fakeSource) File(_ *vfs.Ctx, name string) ([]byte, error) {
 func TestTree(t *testing.T) {
 	fs := New(fakeSource{})
 	root := fs.Root()
-	c := &vfs.Ctx{Pid: 7, Tid: 8}
+	c := &vfs.Ctx{Who: func() (int, int) { return 7, 8 }}
 	ents, err := root.ReadDir(c)
 	if err != nil {
 		t.Fatal(err)
