@@ -124,12 +124,9 @@ func (k *Kernel) fsDev(fs vfs.FS) uint64 {
 	return k.vfs.AnonDev()
 }
 
-// alwaysRO reports whether a mount cannot be made writable (the root
-// image until the writable ext4 driver lands).
-func (k *Kernel) alwaysRO(m *vfs.Mount) bool {
-	_, ok := m.FS.(interface{ Statfs() vfs.Statfs })
-	return ok && m.FS.Type() == "ext4"
-}
+// alwaysRO reports whether a mount cannot be made writable: ext4 images,
+// until the writable driver lands.
+func (k *Kernel) alwaysRO(m *vfs.Mount) bool { return m.FS.Type() == "ext4" }
 
 func mountOpts(data string) []string {
 	var out []string

@@ -26,12 +26,9 @@ func (c *call) parentOf(dirfd int, pathAddr uint64) (*vfs.Dentry, vfs.WritableDi
 	if name == "" {
 		return dir, nil, "", trailing, -abi.EEXIST
 	}
+	// Creators that must report EEXIST before EROFS check it themselves
+	// (exists), as Linux reports an existing name first.
 	if r := c.mayWrite(dir); r < 0 {
-		if r == -abi.EROFS {
-			// Linux reports what the operation would hit first: an
-			// existing name for creators, EROFS otherwise; callers that
-			// need EEXIST check it themselves.
-		}
 		return dir, nil, name, trailing, r
 	}
 	wd, ok := dir.Node.(vfs.WritableDir)
