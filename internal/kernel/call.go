@@ -110,7 +110,6 @@ type fdObj struct {
 	d    *vfs.Dentry // the guest object, nil for host objects (pipes, sockets)
 	st   unix.Stat_t // the host object's stat
 	host bool        // a host object the engine did not make
-	path string      // host link target (/proc/<tid>/fd/N)
 }
 
 // fd identifies guest fd n of the calling thread by its host identity.
