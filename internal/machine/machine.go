@@ -167,6 +167,13 @@ func (m *machine) run(args []string) int {
 	if l := cfg.UnknownLine(); l != "" {
 		m.logf("%s", l)
 	}
+	// Network devices are parsed and validated; none is created yet.
+	for _, e := range cfg.Eth {
+		m.errorf("eth%d: the %s transport is not implemented in this version of the engine; interface skipped", e.Unit, e.Transport)
+	}
+	for _, v := range cfg.Vec {
+		m.errorf("vec%d: the %s transport is not implemented in this version of the engine; interface skipped", v.Unit, v.Transport)
+	}
 
 	base := cfg.UMLDir
 	if base == "" {
