@@ -216,24 +216,6 @@ func benchTail(s string, n int) string {
 	return s
 }
 
-// benchCC compiles a static C program into dir, returning an error (not
-// skipping) so that each part of the benchmark can skip on its own.
-func benchCC(dir, name, src string) (string, error) {
-	gcc, err := testutil.LookPath("gcc")
-	if err != nil {
-		return "", fmt.Errorf("gcc not installed")
-	}
-	c := filepath.Join(dir, name+".c")
-	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, name)
-	if b, err := exec.Command(gcc, "-static", "-O2", "-o", out, c).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("gcc -static failed (no static libc?): %v: %s", err, strings.TrimSpace(string(b)))
-	}
-	return out, nil
-}
-
 // benchNumber parses the number after prefix on the line that starts with it.
 func benchNumber(out, prefix string) (float64, bool) {
 	for _, l := range strings.Split(out, "\n") {
@@ -387,11 +369,11 @@ func TestBenchEngine(t *testing.T) {
 		}
 		files[guest] = p
 	}
-	getppid, errGetppid := benchCC(e.dir, "getppid", benchGetppidC)
+	getppid, errGetppid := testutil.BuildStaticC("bench-getppid", benchGetppidC)
 	if errGetppid == nil {
 		files["/bench-getppid"] = getppid
 	}
-	forkexec, errForkexec := benchCC(e.dir, "forkexec", benchForkExecC)
+	forkexec, errForkexec := testutil.BuildStaticC("bench-forkexec", benchForkExecC)
 	if errForkexec == nil {
 		files["/bench-forkexec"] = forkexec
 	}

@@ -297,7 +297,7 @@ int main(int argc, char **argv) {
 // guest never sees a host path.
 func TestHostileGuest(t *testing.T) {
 	img := testutil.DefaultImage(t)
-	bin := testutil.CStatic(t, "hostile", hostileC)
+	bin := testutil.StaticC(t, "hostile", hostileC)
 	testutil.AddFiles(t, img, map[string]string{"/bin/hostile": bin})
 	// The engine's own pid (the test's child) is not a guest pid; the
 	// test process's is as good a host pid to try.
@@ -374,9 +374,7 @@ func TestSameCommandLineAsCKernel(t *testing.T) {
 	os.WriteFile(script, []byte(argsScript), 0o755)
 	testutil.AddFiles(t, img, map[string]string{"/args.sh": script})
 	cimg := filepath.Join(t.TempDir(), "c.img")
-	if b, err := exec.Command("cp", "--sparse=always", img, cimg).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v %s", err, b)
-	}
+	testutil.CopySparse(t, img, cimg)
 	words := []string{"init=/args.sh", "alpha", "FOO=bar", "beta"}
 
 	ours := boot(t, "", time.Minute, append([]string{"mem=64M", "ubd0=" + img, "con0=fd:0,fd:1", "con=null", "ssl=null", "umid=same1"}, words...)...)

@@ -249,7 +249,7 @@ func (k *Kernel) Start(init string, argv, env []string, files []*os.File) (*sand
 	cred := &Cred{}
 	p := &Process{pid: 1, FS: &FSContext{Root: root, Cwd: root, Umask: 0o022}, Cred: cred, threads: map[int]*Thread{}}
 	w := &vfs.Walker{V: k.vfs, Ctx: &vfs.Ctx{Who: func() (int, int) { return 1, 1 }}, Root: root, Cwd: root}
-	host, hargv, err := k.prepareExec(w, p, init, argv, 0)
+	host, hargv, err := k.prepareExec(w, p, init, argv)
 	k.mu.Unlock()
 	if err != nil {
 		return nil, err

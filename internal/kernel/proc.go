@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -268,7 +267,7 @@ func (k *Kernel) File(c *vfs.Ctx, name string) ([]byte, error) {
 		return []byte(b.String()), nil
 	case "filesystems":
 		var b strings.Builder
-		for _, f := range Filesystems {
+		for _, f := range filesystems {
 			if f.NoDev {
 				b.WriteString("nodev")
 			}
@@ -306,11 +305,4 @@ func rss(tgid int) uint64 {
 	}
 	n, _ := strconv.ParseUint(f[1], 10, 64)
 	return n * 4096
-}
-
-// sortedPids is Pids in order (for tests and messages).
-func (k *Kernel) sortedPids() []int {
-	p := k.Pids()
-	sort.Ints(p)
-	return p
 }

@@ -223,7 +223,7 @@ func (k *Kernel) placeImage(name string, img []byte) (string, error) {
 
 // prepareExec resolves the guest's init for the stub: the guest-root path
 // to exec and the argv (rewritten for scripts).
-func (k *Kernel) prepareExec(w *vfs.Walker, p *Process, path string, argv []string, _ int) (string, []string, error) {
+func (k *Kernel) prepareExec(w *vfs.Walker, p *Process, path string, argv []string) (string, []string, error) {
 	d, err := w.Lookup(path, true)
 	if err != nil {
 		return "", nil, err

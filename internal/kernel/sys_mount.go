@@ -17,9 +17,9 @@ const (
 	devptsMagic = 0x1cd1
 )
 
-// Filesystems lists the types mount(2) accepts, as /proc/filesystems
+// filesystems lists the types mount(2) accepts, as /proc/filesystems
 // shows them.
-var Filesystems = []struct {
+var filesystems = []struct {
 	Name  string
 	NoDev bool
 }{
@@ -64,7 +64,7 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 			m.Flags = m.Flags&^(vfs.NoSuid|vfs.NoDev|vfs.NoExec|vfs.ReadOnly) | mflags
 			return 0
 		}
-		if mflags&vfs.ReadOnly == 0 && c.k.alwaysRO(m) {
+		if mflags&vfs.ReadOnly == 0 && alwaysRO(m) {
 			return -abi.EROFS
 		}
 		m.Flags = mflags
@@ -126,7 +126,7 @@ func (k *Kernel) fsDev(fs vfs.FS) uint64 {
 
 // alwaysRO reports whether a mount cannot be made writable: ext4 images,
 // until the writable driver lands.
-func (k *Kernel) alwaysRO(m *vfs.Mount) bool { return m.FS.Type() == "ext4" }
+func alwaysRO(m *vfs.Mount) bool { return m.FS.Type() == "ext4" }
 
 func mountOpts(data string) []string {
 	var out []string

@@ -14,9 +14,12 @@ import (
 // Release is the kernel release uname reports.
 const Release = "6.1.0-umltools"
 
+// UnameVersion is uname's version field.
+func UnameVersion() string { return "#1 umltools " + version.Version }
+
 // Uname returns the machine's utsname fields.
 func (k *Kernel) Uname() (sysname, nodename, release, ver, machine string) {
-	return "Linux", k.hostname, Release, "#1 umltools " + version.Version, "x86_64"
+	return "Linux", k.hostname, Release, UnameVersion(), "x86_64"
 }
 
 func (c *call) sysUname(buf uint64) int64 {

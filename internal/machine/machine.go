@@ -32,8 +32,8 @@ import (
 	"github.com/umltools/umltools/internal/vfs"
 )
 
-// DefaultInits is the init search order without init= (Linux's).
-var DefaultInits = []string{"/sbin/init", "/etc/init", "/bin/init", "/bin/sh"}
+// defaultInits is the init search order without init= (Linux's).
+var defaultInits = []string{"/sbin/init", "/etc/init", "/bin/init", "/bin/sh"}
 
 // IO is where the machine talks to the host.
 type IO struct {
@@ -66,25 +66,22 @@ type machine struct {
 
 // logf writes a kernel log line: to the log buffer always, to stderr
 // unless quiet.
-func (m *machine) logf(format string, a ...any) {
+func (m *machine) logf(format string, a ...any) { m.write(false, format, a...) }
+
+// errorf is a message that quiet does not hide.
+func (m *machine) errorf(format string, a ...any) { m.write(true, format, a...) }
+
+func (m *machine) write(always bool, format string, a ...any) {
 	msg := fmt.Sprintf(format, a...)
 	m.logMu.Lock()
 	defer m.logMu.Unlock()
 	for _, line := range strings.Split(strings.TrimRight(msg, "\n"), "\n") {
 		d := time.Since(m.start)
 		fmt.Fprintf(&m.dmesg, "[%5d.%06d] %s\n", int(d/time.Second), int(d%time.Second/time.Microsecond), line)
-		if !m.quiet {
+		if always || !m.quiet {
 			fmt.Fprintln(m.io.Stderr, line)
 		}
 	}
-}
-
-// errorf is a message that quiet does not hide.
-func (m *machine) errorf(format string, a ...any) {
-	q := m.quiet
-	m.quiet = false
-	m.logf(format, a...)
-	m.quiet = q
 }
 
 func (m *machine) log() []byte {
@@ -154,8 +151,7 @@ func (m *machine) run(args []string) int {
 	initEnv := cfg.InitEnv
 	m.cfg = cfg
 	m.quiet = cfg.Quiet
-	_, _, release, ver, _ := (&kernel.Kernel{}).Uname()
-	m.logf("Linux version %s (umltools engine) %s", release, ver)
+	m.logf("Linux version %s (umltools engine) %s", kernel.Release, kernel.UnameVersion())
 	m.logf("Kernel command line: %s", m.procCmdline)
 	for _, w := range warns {
 		if w.Level == cmdline.Error {
@@ -394,13 +390,13 @@ func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []s
 	return code, false
 }
 
-// pickInit returns init= or the first of DefaultInits that exists.
+// pickInit returns init= or the first of defaultInits that exists.
 func (m *machine) pickInit(v *vfs.VFS) (string, error) {
 	if m.cfg.Init != "" {
 		return m.cfg.Init, nil
 	}
 	w := &vfs.Walker{V: v, Root: v.Root(), Cwd: v.Root()}
-	for _, p := range DefaultInits {
+	for _, p := range defaultInits {
 		if d, err := w.Lookup(p, true); err == nil {
 			if a, err := d.Node.Attr(); err == nil && a.Type() == syscall.S_IFREG {
 				return p, nil

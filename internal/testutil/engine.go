@@ -69,20 +69,3 @@ func AddFiles(t testing.TB, img string, files map[string]string) {
 		t.Fatalf("debugfs -w %s: %v\n%s", img, err, b)
 	}
 }
-
-// CStatic compiles C source into a static x86-64 executable and returns
-// its path; skips t when gcc or the static C library is missing.
-func CStatic(t testing.TB, name, src string) string {
-	t.Helper()
-	gcc := NeedCmd(t, "gcc")[0]
-	dir := t.TempDir()
-	c := filepath.Join(dir, name+".c")
-	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, name)
-	if b, err := exec.Command(gcc, "-static", "-O2", "-o", out, c).CombinedOutput(); err != nil {
-		Skip(t, "gcc -static failed (no static libc?): %v: %s", err, strings.TrimSpace(string(b)))
-	}
-	return out
-}

@@ -1,8 +1,6 @@
 package testutil
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -140,33 +138,11 @@ func probeUML(kern, wrapper string) string {
 	return out.String()
 }
 
-// buildNoXstate compiles the wrapper into the test cache (once per
-// source).
+// buildNoXstate compiles the wrapper (once per source).
 func buildNoXstate() (string, error) {
-	gcc, err := LookPath("gcc")
+	w, err := BuildStaticC("noxstate", noXstateC)
 	if err != nil {
-		return "", fmt.Errorf("the xstate workaround needs gcc")
+		return "", fmt.Errorf("the xstate workaround: %w", err)
 	}
-	sum := sha256.Sum256([]byte(noXstateC))
-	base := os.Getenv("UMLTEST_CACHE")
-	if base == "" {
-		if base, err = os.UserCacheDir(); err != nil {
-			base = os.TempDir()
-		}
-		base = filepath.Join(base, "umltools-test")
-	}
-	os.MkdirAll(base, 0o755)
-	out := filepath.Join(base, "noxstate-"+hex.EncodeToString(sum[:8]))
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
-	}
-	src := out + ".c"
-	if err := os.WriteFile(src, []byte(noXstateC), 0o644); err != nil {
-		return "", err
-	}
-	tmp := out + ".tmp"
-	if b, err := exec.Command(gcc, "-static", "-O2", "-o", tmp, src).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("the xstate workaround needs gcc -static: %v: %s", err, strings.TrimSpace(string(b)))
-	}
-	return out, os.Rename(tmp, out)
+	return w, nil
 }

@@ -47,8 +47,8 @@ type Node struct {
 	Rdev uint64
 }
 
-// Nodes are the nodes a fresh devtmpfs holds (modes as udev sets them).
-var Nodes = []Node{
+// nodes are the nodes a fresh devtmpfs holds (modes as udev sets them).
+var nodes = []Node{
 	{"null", syscall.S_IFCHR | 0o666, Null},
 	{"zero", syscall.S_IFCHR | 0o666, Zero},
 	{"full", syscall.S_IFCHR | 0o666, Full},
@@ -59,11 +59,11 @@ var Nodes = []Node{
 	{"tty0", syscall.S_IFCHR | 0o620, Tty0},
 }
 
-// New returns a devtmpfs holding Nodes.
+// New returns a devtmpfs holding the machine's device nodes.
 func New() *tmpfs.FS {
 	fs := tmpfs.New("devtmpfs", tmpfs.Magic, 0o755, 0, 0)
 	root := fs.Root().(*tmpfs.Dir)
-	for _, n := range Nodes {
+	for _, n := range nodes {
 		root.Mknod(n.Name, n.Mode, n.Rdev, 0, 0)
 	}
 	root.Mkdir("pts", 0o755, 0, 0)

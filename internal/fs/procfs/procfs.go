@@ -35,14 +35,14 @@ type Source interface {
 	File(c *vfs.Ctx, name string) ([]byte, error)
 }
 
-// PidFiles are the regular files of each /proc/<pid>.
-var PidFiles = []string{"cmdline", "comm", "environ", "mounts", "stat", "statm", "status"}
+// pidFiles are the regular files of each /proc/<pid>.
+var pidFiles = []string{"cmdline", "comm", "environ", "mounts", "stat", "statm", "status"}
 
-// PidLinks are the symlinks of each /proc/<pid>.
-var PidLinks = []string{"cwd", "exe", "root"}
+// pidLinks are the symlinks of each /proc/<pid>.
+var pidLinks = []string{"cwd", "exe", "root"}
 
-// Files are the machine-wide regular files.
-var Files = []string{"cmdline", "cpuinfo", "filesystems", "loadavg", "meminfo", "stat", "uptime", "version"}
+// files are the machine-wide regular files.
+var files = []string{"cmdline", "cpuinfo", "filesystems", "loadavg", "meminfo", "stat", "uptime", "version"}
 
 // FS is a procfs instance.
 type FS struct {
@@ -95,7 +95,7 @@ func (r *root) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
 	case "mounts":
 		return &fixedLink{r.f, 100, "self/mounts"}, nil
 	}
-	for i, n := range Files {
+	for i, n := range files {
 		if n == name {
 			return &file{f: r.f, ino: uint64(2 + i), name: name}, nil
 		}
@@ -112,7 +112,7 @@ func (r *root) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
 
 func (r *root) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
 	var out []vfs.Dirent
-	for i, n := range Files {
+	for i, n := range files {
 		out = append(out, vfs.Dirent{Name: n, Ino: uint64(2 + i), Type: syscall.DT_REG})
 	}
 	out = append(out, vfs.Dirent{Name: "mounts", Ino: 100, Type: syscall.DT_LNK},
@@ -217,12 +217,12 @@ func (d *pidDir) Attr() (vfs.Attr, error) {
 
 func (d *pidDir) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
 	uid, gid, t := d.owner()
-	for i, n := range PidFiles {
+	for i, n := range pidFiles {
 		if n == name {
 			return &file{f: d.f, ino: pidIno(d.pid, 1+i), name: name, pid: d.pid, uid: uid, gid: gid, t: t}, nil
 		}
 	}
-	for i, n := range PidLinks {
+	for i, n := range pidLinks {
 		if n == name {
 			return &pidLink{f: d.f, ino: pidIno(d.pid, 32+i), name: name, pid: d.pid, uid: uid, gid: gid, t: t}, nil
 		}
@@ -235,10 +235,10 @@ func (d *pidDir) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
 
 func (d *pidDir) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
 	out := []vfs.Dirent{{Name: "fd", Ino: pidIno(d.pid, 64), Type: syscall.DT_DIR}}
-	for i, n := range PidFiles {
+	for i, n := range pidFiles {
 		out = append(out, vfs.Dirent{Name: n, Ino: pidIno(d.pid, 1+i), Type: syscall.DT_REG})
 	}
-	for i, n := range PidLinks {
+	for i, n := range pidLinks {
 		out = append(out, vfs.Dirent{Name: n, Ino: pidIno(d.pid, 32+i), Type: syscall.DT_LNK})
 	}
 	return out, nil
