@@ -96,7 +96,7 @@ type dirHandle struct {
 }
 
 func (f *FS) openDir(ino uint32) (*dirHandle, error) {
-	in, err := f.Inode(ino)
+	in, err := f.inode(ino)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +143,12 @@ func (f *FS) dirBlock(d *dirHandle, lblk uint64) ([]byte, uint64, error) {
 // carries the cookie of the next one, so a caller can resume where it
 // stopped. "." and ".." are included (synthesised for inline directories).
 func (f *FS) ReadDir(dir uint32, cookie uint64, fn func(DirEntry) bool) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.readDir(dir, cookie, fn)
+}
+
+func (f *FS) readDir(dir uint32, cookie uint64, fn func(DirEntry) bool) error {
 	d, err := f.openDir(dir)
 	if err != nil {
 		return err
@@ -253,6 +259,12 @@ func (f *FS) dirIterInline(area []byte, in *Inode, fn func(off int, d DirEntry) 
 // error wrapping ErrNotExist. Indexed (htree) directories are searched by
 // hash; a damaged index falls back to a linear scan, as the kernel does.
 func (f *FS) Lookup(dir uint32, name string) (uint32, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lookup(dir, name)
+}
+
+func (f *FS) lookup(dir uint32, name string) (uint32, error) {
 	if name == "" || len(name) > 255 {
 		return 0, fmt.Errorf("lookup %q in directory %d: %w", name, dir, ErrNotExist)
 	}
@@ -273,7 +285,7 @@ func (f *FS) Lookup(dir uint32, name string) (uint32, error) {
 		}
 	}
 	var ino uint32
-	err = f.ReadDir(dir, 0, func(e DirEntry) bool {
+	err = f.readDir(dir, 0, func(e DirEntry) bool {
 		if e.Name == name {
 			ino = e.Ino
 			return false

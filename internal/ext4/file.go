@@ -7,34 +7,62 @@ import (
 	"syscall"
 )
 
-// File is an open inode: its decoded inode and its block map, loaded once.
-// It is safe for concurrent ReadAt calls.
+// File is an open inode: its decoded inode and its block map, loaded on
+// first use and again after any write to the filesystem. It is safe for
+// concurrent ReadAt calls.
 type File struct {
-	fs   *FS
-	in   *Inode
-	once sync.Once
-	runs []run
-	data []byte // inline data (inline_data inodes)
-	err  error
+	fs     *FS
+	ino    uint32
+	mu     sync.Mutex
+	in     *Inode
+	gen    uint64 // f.wgen the handle was loaded at
+	loaded bool
+	runs   []run
+	data   []byte // inline data (inline_data inodes)
+	err    error
 }
 
 // Open returns a handle on inode ino for reading its data.
 func (f *FS) Open(ino uint32) (*File, error) {
-	in, err := f.Inode(ino)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.open(ino)
+}
+
+func (f *FS) open(ino uint32) (*File, error) {
+	in, err := f.inode(ino)
 	if err != nil {
 		return nil, err
 	}
-	return &File{fs: f, in: in}, nil
+	return &File{fs: f, ino: ino, in: in, gen: f.wgen}, nil
 }
 
-// Inode returns the decoded inode of the handle (read at Open).
-func (fl *File) Inode() *Inode { return fl.in }
+// Inode returns the decoded inode of the handle (as of Open or the last
+// ReadAt).
+func (fl *File) Inode() *Inode {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.in
+}
 
-// Size is the file size in bytes.
-func (fl *File) Size() int64 { return int64(fl.in.Size) }
+// Size is the file size in bytes (as of Open or the last ReadAt).
+func (fl *File) Size() int64 { return int64(fl.Inode().Size) }
 
+// load decodes the block map, again when the filesystem was written since
+// (the caller holds fl.fs.mu for reading).
 func (fl *File) load() error {
-	fl.once.Do(func() {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.gen != fl.fs.wgen {
+		fl.gen, fl.loaded = fl.fs.wgen, false
+		fl.in, fl.err = fl.fs.inode(fl.ino)
+		if fl.err != nil {
+			return fl.err
+		}
+	}
+	if !fl.loaded {
+		fl.loaded = true
+		fl.runs, fl.data = nil, nil
 		in := fl.in
 		switch {
 		case in.Flags&flagEncrypt != 0:
@@ -49,7 +77,7 @@ func (fl *File) load() error {
 		default:
 			fl.runs, fl.err = fl.fs.blockMap(in)
 		}
-	})
+	}
 	return fl.err
 }
 
@@ -57,12 +85,21 @@ func (fl *File) load() error {
 // zeros. It returns io.EOF when the read reaches the end of the file.
 func (fl *File) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("inode %d: negative offset: %w", fl.in.Ino, syscall.EINVAL)
+		return 0, fmt.Errorf("inode %d: negative offset: %w", fl.ino, syscall.EINVAL)
 	}
+	fl.fs.mu.RLock()
+	defer fl.fs.mu.RUnlock()
 	if err := fl.load(); err != nil {
 		return 0, err
 	}
-	size := int64(fl.in.Size)
+	fl.mu.Lock()
+	in, runs, data := fl.in, fl.runs, fl.data
+	fl.mu.Unlock()
+	return fl.readAt(in, runs, data, p, off)
+}
+
+func (fl *File) readAt(in *Inode, runs []run, data []byte, p []byte, off int64) (int, error) {
+	size := int64(in.Size)
 	if off >= size {
 		return 0, io.EOF
 	}
@@ -70,10 +107,10 @@ func (fl *File) ReadAt(p []byte, off int64) (int, error) {
 	if want > size-off {
 		want = size - off
 	}
-	if fl.data != nil || fl.in.Flags&flagInlineData != 0 {
+	if data != nil || in.Flags&flagInlineData != 0 {
 		n := 0
-		if off < int64(len(fl.data)) {
-			n = copy(p[:want], fl.data[off:])
+		if off < int64(len(data)) {
+			n = copy(p[:want], data[off:])
 		}
 		clear(p[n:want])
 		return fl.finish(p, int(want))
@@ -84,11 +121,11 @@ func (fl *File) ReadAt(p []byte, off int64) (int, error) {
 	for n < want {
 		pos := off + n
 		lblk := uint64(pos / bs)
-		i, ok := findRun(fl.runs, lblk)
+		i, ok := findRun(runs, lblk)
 		if !ok {
 			chunk := want - n
-			if i < len(fl.runs) {
-				if hole := int64(fl.runs[i].lblk)*bs - pos; hole < chunk {
+			if i < len(runs) {
+				if hole := int64(runs[i].lblk)*bs - pos; hole < chunk {
 					chunk = hole
 				}
 			}
@@ -96,7 +133,7 @@ func (fl *File) ReadAt(p []byte, off int64) (int, error) {
 			n += chunk
 			continue
 		}
-		r := fl.runs[i]
+		r := runs[i]
 		chunk := want - n
 		if end := int64(r.lblk+r.n)*bs - pos; end < chunk {
 			chunk = end
@@ -109,7 +146,7 @@ func (fl *File) ReadAt(p []byte, off int64) (int, error) {
 		pblk := r.pblk + (lblk - r.lblk)
 		dst := p[n : n+chunk]
 		if err := f.readRaw(dst, int64(pblk)*bs+pos%bs); err != nil {
-			return int(n), fmt.Errorf("inode %d: %w", fl.in.Ino, err)
+			return int(n), fmt.Errorf("inode %d: %w", in.Ino, err)
 		}
 		if f.overlay != nil {
 			if err := f.patchOverlay(dst, pblk, pos%bs); err != nil {
@@ -157,7 +194,7 @@ func (f *FS) ReadAt(ino uint32, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if fl.in.IsDir() {
+	if fl.Inode().IsDir() {
 		return 0, fmt.Errorf("inode %d: %w", ino, ErrIsDir)
 	}
 	return fl.ReadAt(p, off)
@@ -171,7 +208,13 @@ func (f *FS) fastSymlink(in *Inode) bool {
 
 // Readlink returns the target of symlink ino.
 func (f *FS) Readlink(ino uint32) (string, error) {
-	fl, err := f.Open(ino)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.readlink(ino)
+}
+
+func (f *FS) readlink(ino uint32) (string, error) {
+	fl, err := f.open(ino)
 	if err != nil {
 		return "", err
 	}
@@ -182,7 +225,10 @@ func (f *FS) Readlink(ino uint32) (string, error) {
 		return "", corrupt(fl.in.block, "inode %d: symlink length %d", ino, fl.in.Size)
 	}
 	buf := make([]byte, fl.in.Size)
-	if _, err := fl.ReadAt(buf, 0); err != nil && err != io.EOF {
+	if err := fl.load(); err != nil {
+		return "", err
+	}
+	if _, err := fl.readAt(fl.in, fl.runs, fl.data, buf, 0); err != nil && err != io.EOF {
 		return "", err
 	}
 	return string(buf), nil

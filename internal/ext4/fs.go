@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // RootIno is the inode number of the root directory.
@@ -17,11 +18,26 @@ type Options struct {
 	// NoReplay refuses a filesystem whose journal needs recovery instead
 	// of replaying it in memory.
 	NoReplay bool
+	// Writable mounts the filesystem read-write (OpenDevice only; see
+	// write.go for what is refused).
+	Writable bool
+	// Discard passes the host blocks of freed extents to the device's
+	// Discard method (when it has one).
+	Discard bool
+	// DirtyBytes bounds the metadata kept dirty in memory between Syncs
+	// (default 16 MiB); past it, dirty blocks are written back.
+	DirtyBytes int
+	// Logf receives warnings (a not-clean filesystem mounted read-write).
+	Logf func(format string, a ...any)
 }
 
-// FS is a mounted (read-only) ext2/3/4 filesystem. All methods are safe for
-// concurrent use.
+// FS is a mounted ext2/3/4 filesystem, read-only (Open) or read-write
+// (OpenDevice). All methods are safe for concurrent use: readers share mu,
+// writers hold it exclusively.
 type FS struct {
+	mu       sync.RWMutex
+	w        *writer // nil when read-only
+	wgen     uint64  // bumped by every write operation (File reloads)
 	dev      io.ReaderAt
 	devSize  int64
 	sb       *Superblock
@@ -243,6 +259,11 @@ func (f *FS) block(blk uint64) ([]byte, error) {
 	if f.sb != nil && blk >= f.sb.BlocksCount {
 		return nil, corrupt(0, "reference to block %d beyond the end of the filesystem (%d blocks)", blk, f.sb.BlocksCount)
 	}
+	if f.w != nil {
+		if b, ok := f.w.dirty[blk]; ok {
+			return b, nil
+		}
+	}
 	if b := f.cache.get(blk); b != nil {
 		return b, nil
 	}
@@ -264,7 +285,11 @@ func (f *FS) block(blk uint64) ([]byte, error) {
 }
 
 // Superblock returns a copy of the decoded superblock.
-func (f *FS) Superblock() Superblock { return *f.sb }
+func (f *FS) Superblock() Superblock {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return *f.sb
+}
 
 // BlockSize is the filesystem block size in bytes.
 func (f *FS) BlockSize() int { return int(f.bs) }
@@ -285,12 +310,14 @@ type Statfs struct {
 	NameLen     int
 }
 
-// Statfs returns the superblock's counters (as of Open; the driver does
-// not write). Blocks is the whole filesystem; the kernel's f_blocks also
+// Statfs returns the superblock's counters (kept exact by the write side).
+// Blocks is the whole filesystem; the kernel's f_blocks also
 // subtracts the metadata overhead. AvailBlocks leaves out the reserved
 // blocks and, with extents, the kernel's reserve pool (2% of the blocks,
 // at most 4096), as the kernel's f_bavail does.
 func (f *FS) Statfs() Statfs {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	s := f.sb
 	reserved := s.ReservedBlocks
 	if s.FeatureIncompat&incompatExtents != 0 {

@@ -91,6 +91,12 @@ func (i *Inode) Rdev() uint64 {
 
 // Inode reads and decodes inode ino, verifying its checksum.
 func (f *FS) Inode(ino uint32) (*Inode, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.inode(ino)
+}
+
+func (f *FS) inode(ino uint32) (*Inode, error) {
 	if ino == 0 || ino > f.sb.InodesCount {
 		return nil, corrupt(0, "inode number %d out of range (1..%d)", ino, f.sb.InodesCount)
 	}

@@ -142,7 +142,13 @@ func (f *FS) blockXattrs(in *Inode) ([]Xattr, error) {
 // Xattrs returns every extended attribute of ino, sorted by name. Inline
 // data ("system.data") is not listed, as the kernel hides it.
 func (f *FS) Xattrs(ino uint32) ([]Xattr, error) {
-	in, err := f.Inode(ino)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.xattrs(ino)
+}
+
+func (f *FS) xattrs(ino uint32) ([]Xattr, error) {
+	in, err := f.inode(ino)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +172,9 @@ func (f *FS) Xattrs(ino uint32) ([]Xattr, error) {
 
 // ListXattr returns the names of ino's extended attributes.
 func (f *FS) ListXattr(ino uint32) ([]string, error) {
-	xs, err := f.Xattrs(ino)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	xs, err := f.xattrs(ino)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +188,9 @@ func (f *FS) ListXattr(ino uint32) ([]string, error) {
 // GetXattr returns the value of one extended attribute, or an error
 // wrapping ErrNoData.
 func (f *FS) GetXattr(ino uint32, name string) ([]byte, error) {
-	xs, err := f.Xattrs(ino)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	xs, err := f.xattrs(ino)
 	if err != nil {
 		return nil, err
 	}
