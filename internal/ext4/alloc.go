@@ -165,9 +165,9 @@ func (f *FS) groupBlocks(g uint64) uint64 {
 	return min(uint64(f.sb.BlocksPerGroup), f.sb.BlocksCount-first)
 }
 
-func setBit(b []byte, i uint64)        { b[i/8] |= 1 << (i % 8) }
-func clearBit(b []byte, i uint64)      { b[i/8] &^= 1 << (i % 8) }
-func testBit(b []byte, i uint64) bool  { return b[i/8]&(1<<(i%8)) != 0 }
+func setBit(b []byte, i uint64)       { b[i/8] |= 1 << (i % 8) }
+func clearBit(b []byte, i uint64)     { b[i/8] &^= 1 << (i % 8) }
+func testBit(b []byte, i uint64) bool { return b[i/8]&(1<<(i%8)) != 0 }
 func setBitsTo(b []byte, from, to uint64) {
 	for i := from; i < to; i++ {
 		setBit(b, i)

@@ -388,15 +388,17 @@ func (f *FS) prepareCreate(dir uint32, name string) (*dirCtx, error) {
 	} else if ino != 0 {
 		return nil, errf(syscall.EEXIST, "%q in directory %d", name, dir)
 	}
-	// Room for the worst case (an index split: three blocks, one more for
-	// the extent tree) before anything changes.
-	if f.sb.FreeBlocks < 4 {
-		return nil, errf(syscall.ENOSPC, "no room for a directory entry")
-	}
-	if f.sb.FreeInodes == 0 {
-		return nil, errf(syscall.ENOSPC, "no free inodes")
-	}
 	return d, nil
+}
+
+// roomForEntry refuses before anything changes when a new entry might
+// not fit: the worst case (an index split) takes three blocks and one more
+// for the directory's extent tree.
+func (f *FS) roomForEntry() error {
+	if f.sb.FreeBlocks < 4 {
+		return errf(syscall.ENOSPC, "no room for a directory entry")
+	}
+	return nil
 }
 
 // finishCreate links the new inode into the directory and stores both.
@@ -446,6 +448,9 @@ func (f *FS) Mknod(dir uint32, name string, mode uint16, uid, gid uint32, rdev u
 	if err != nil {
 		return 0, err
 	}
+	if err := f.roomForEntry(); err != nil {
+		return 0, err
+	}
 	ib, err := f.newInode(dir, mode, uid, gid)
 	if err != nil {
 		return 0, err
@@ -477,6 +482,9 @@ func (f *FS) Mkdir(dir uint32, name string, mode uint16, uid, gid uint32) (uint3
 	defer unlock()
 	d, err := f.prepareCreate(dir, name)
 	if err != nil {
+		return 0, err
+	}
+	if err := f.roomForEntry(); err != nil {
 		return 0, err
 	}
 	if f.dirLinkMax(d.ib) {
@@ -529,6 +537,9 @@ func (f *FS) Symlink(dir uint32, name, target string, uid, gid uint32) (uint32, 
 	if err != nil {
 		return 0, err
 	}
+	if err := f.roomForEntry(); err != nil {
+		return 0, err
+	}
 	ib, err := f.newInode(dir, S_IFLNK|0o777, uid, gid)
 	if err != nil {
 		return 0, err
@@ -570,6 +581,10 @@ func (f *FS) Link(ino, dir uint32, name string) error {
 		return err
 	}
 	defer unlock()
+	d, err := f.prepareCreate(dir, name)
+	if err != nil {
+		return err
+	}
 	ib, err := f.getInode(ino)
 	if err != nil {
 		return err
@@ -583,8 +598,7 @@ func (f *FS) Link(ino, dir uint32, name string) error {
 	if ib.links() >= linkMax {
 		return errf(syscall.EMLINK, "inode %d has %d links", ino, ib.links())
 	}
-	d, err := f.prepareCreate(dir, name)
-	if err != nil {
+	if err := f.roomForEntry(); err != nil {
 		return err
 	}
 	if err := f.addEntry(d, name, ino, f.ftOf(ib.mode())); err != nil {
@@ -787,6 +801,21 @@ func (f *FS) Rename(olddir uint32, oldname string, newdir uint32, newname string
 	if dst != 0 && flags&RenameNoReplace != 0 {
 		return errf(syscall.EEXIST, "%q in directory %d", newname, newdir)
 	}
+	if sib.isDir() && olddir != newdir {
+		if anc, err := f.isAncestor(src, newdir); err != nil {
+			return err
+		} else if anc {
+			return errf(syscall.EINVAL, "moving directory %d into itself", src)
+		}
+	}
+	if dst != 0 && dst != src && olddir != newdir {
+		// A target that is an ancestor of the source cannot be empty.
+		if anc, err := f.isAncestor(dst, olddir); err != nil {
+			return err
+		} else if anc {
+			return errf(syscall.ENOTEMPTY, "rename over an ancestor (%d)", dst)
+		}
+	}
 	if dst == src {
 		return nil // two links to one inode: nothing to do
 	}
@@ -809,17 +838,14 @@ func (f *FS) Rename(olddir uint32, oldname string, newdir uint32, newname string
 	}
 	moveDir := sib.isDir() && olddir != newdir
 	if moveDir {
-		if anc, err := f.isAncestor(src, newdir); err != nil {
-			return err
-		} else if anc {
-			return errf(syscall.EINVAL, "moving directory %d into itself", src)
-		}
 		if dib == nil && f.dirLinkMax(nd.ib) {
 			return errf(syscall.EMLINK, "directory %d has %d links", newdir, nd.ib.links())
 		}
 	}
-	if dib == nil && f.sb.FreeBlocks < 4 {
-		return errf(syscall.ENOSPC, "no room for a directory entry")
+	if dib == nil {
+		if err := f.roomForEntry(); err != nil {
+			return err
+		}
 	}
 	ft := f.ftOf(sib.mode())
 	if dib != nil {

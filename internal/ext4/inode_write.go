@@ -76,15 +76,15 @@ func (f *FS) parsed(ib *ibuf) *Inode {
 	return in
 }
 
-func (ib *ibuf) mode() uint16     { return le16(ib.raw, 0) }
-func (ib *ibuf) isDir() bool      { return ib.mode()&S_IFMT == S_IFDIR }
-func (ib *ibuf) links() uint16    { return le16(ib.raw, 0x1A) }
+func (ib *ibuf) mode() uint16      { return le16(ib.raw, 0) }
+func (ib *ibuf) isDir() bool       { return ib.mode()&S_IFMT == S_IFDIR }
+func (ib *ibuf) links() uint16     { return le16(ib.raw, 0x1A) }
 func (ib *ibuf) setLinks(n uint16) { putLE16(ib.raw, 0x1A, n) }
-func (ib *ibuf) flags() uint32    { return le32(ib.raw, 0x20) }
+func (ib *ibuf) flags() uint32     { return le32(ib.raw, 0x20) }
 func (ib *ibuf) setFlags(v uint32) { putLE32(ib.raw, 0x20, v) }
-func (ib *ibuf) gen() uint32      { return le32(ib.raw, 0x64) }
-func (ib *ibuf) iblock() []byte   { return ib.raw[0x28:0x64] }
-func (ib *ibuf) size() uint64     { return uint64(le32(ib.raw, 4)) | uint64(le32(ib.raw, 0x6C))<<32 }
+func (ib *ibuf) gen() uint32       { return le32(ib.raw, 0x64) }
+func (ib *ibuf) iblock() []byte    { return ib.raw[0x28:0x64] }
+func (ib *ibuf) size() uint64      { return uint64(le32(ib.raw, 4)) | uint64(le32(ib.raw, 0x6C))<<32 }
 func (ib *ibuf) fileACL() uint64 {
 	return uint64(le32(ib.raw, 0x68)) | uint64(le16(ib.raw, 0x76))<<32
 }

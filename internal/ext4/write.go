@@ -118,7 +118,7 @@ func OpenDevice(dev Device, size int64, opts *Options) (*FS, error) {
 	now := w.now()
 	f.sb.State &^= stateValid
 	putLE16(w.sbRaw, 0x34, le16(w.sbRaw, 0x34)+1) // s_mnt_count
-	putTime32(w.sbRaw, 0x2C, 0x275, now)         // s_mtime
+	putTime32(w.sbRaw, 0x2C, 0x275, now)          // s_mtime
 	if err := f.writeSuper(); err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ type xent struct {
 	value []byte
 }
 
-func (e xent) size() int { return (16 + len(e.name) + 3) &^ 3 }
+func (e xent) size() int  { return (16 + len(e.name) + 3) &^ 3 }
 func (e xent) vsize() int { return (len(e.value) + 3) &^ 3 }
 
 // splitXattrName maps a full name to its index and suffix.
