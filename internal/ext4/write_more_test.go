@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -332,4 +333,291 @@ func TestWriteMisc(t *testing.T) {
 		t.Errorf("kernel: huge reads %q", hb)
 	}
 	_ = testutil.NeedRoot
+}
+
+// TestWriteBench reports (make bench) the time to write a 256 MiB file
+// through WriteAt in 1 MiB chunks plus Sync, against dd writing the same
+// amount to a host file with conv=fsync.
+func TestWriteBench(t *testing.T) {
+	testutil.NeedBench(t)
+	dd := testutil.NeedCmd(t, "dd")[0]
+	img := newImage(t, "1G", "-t", "ext4")
+	f, _ := openRW(t, img, nil)
+	ino, err := f.Create(RootIno, "big", 0o644, 0, 0)
+	must(t, err)
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	start := time.Now()
+	for i := 0; i < 256; i++ {
+		if _, err := f.WriteAt(ino, chunk, int64(i)<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(t, f.Sync())
+	ours := time.Since(start)
+	must(t, f.Close())
+	fsckClean(t, img)
+	out := filepath.Join(t.TempDir(), "dd.out")
+	start = time.Now()
+	if b, err := execCombined(dd, "if=/dev/zero", "of="+out, "bs=1M", "count=256", "conv=fsync"); err != nil {
+		t.Fatalf("dd: %v\n%s", err, b)
+	}
+	host := time.Since(start)
+	t.Logf("256 MiB in 1 MiB WriteAt chunks + Sync: %v (%.0f MiB/s); dd conv=fsync on the host: %v (%.0f MiB/s); ratio %.2f",
+		ours, 256/ours.Seconds(), host, 256/host.Seconds(), ours.Seconds()/host.Seconds())
+}
+
+// TestExtentDepth fragments a file on purpose (every other block) until
+// its extent tree needs depth 2 with 1 KiB blocks, then punches, truncates
+// and rewrites it so that the tree collapses again; e2fsck and the
+// contents are checked at each stage.
+func TestExtentDepth(t *testing.T) {
+	img := newImage(t, "64M", "-t", "ext4", "-b", "1024")
+	f, _ := openRW(t, img, nil)
+	ino, err := f.Create(RootIno, "frag", 0o644, 0, 0)
+	must(t, err)
+	// A second file allocated in between keeps the extents apart.
+	other, err := f.Create(RootIno, "other", 0o644, 0, 0)
+	must(t, err)
+	want := map[int64]byte{}
+	blk := make([]byte, 1024)
+	for i := 0; i < 1200; i++ {
+		for j := range blk {
+			blk[j] = byte(i)
+		}
+		_, err := f.WriteAt(ino, blk, int64(2*i)*1024)
+		must(t, err)
+		want[int64(2*i)] = byte(i)
+		_, err = f.WriteAt(other, blk, int64(i)*1024)
+		must(t, err)
+	}
+	depth := func() int {
+		ib, err := f.getInodeLocked(ino)
+		must(t, err)
+		return int(le16(ib.iblock(), 6))
+	}
+	check := func(stage string, wantDepth int) {
+		t.Helper()
+		if d := depth(); d != wantDepth {
+			t.Errorf("%s: depth %d, want %d", stage, d, wantDepth)
+		}
+		in, _ := f.Inode(ino)
+		buf := make([]byte, in.Size)
+		f.ReadAt(ino, buf, 0)
+		for b := int64(0); b < int64(in.Size)/1024; b++ {
+			v, ok := want[b]
+			if !ok {
+				v = 0
+			}
+			if buf[b*1024] != v || buf[b*1024+1023] != v {
+				t.Fatalf("%s: block %d reads %d, want %d", stage, b, buf[b*1024], v)
+			}
+		}
+	}
+	check("fragmented", 2)
+	must(t, f.Sync())
+	fsckClean(t, img)
+	// Punch most of it: the tree shrinks to depth 1.
+	must(t, f.Fallocate(ino, FallocPunchHole|FallocKeepSize, 100*1024, 2000*1024))
+	for b := int64(100); b < 2100; b++ {
+		delete(want, b)
+	}
+	check("punched", 1)
+	must(t, f.Sync())
+	fsckClean(t, img)
+	must(t, f.Truncate(ino, 6*1024))
+	for b := range want {
+		if b >= 6 {
+			delete(want, b)
+		}
+	}
+	check("truncated", 0)
+	must(t, f.Close())
+	fsckClean(t, img)
+}
+
+// getInodeLocked reads an inode copy under the read lock (tests).
+func (f *FS) getInodeLocked(ino uint32) (*ibuf, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	blk, off := f.inodeLoc(ino)
+	b, err := f.block(blk)
+	if err != nil {
+		return nil, err
+	}
+	return &ibuf{ino: ino, raw: append([]byte(nil), b[off:off+int(f.sb.InodeSize)]...)}, nil
+}
+
+// TestWriteMatrix runs random differential sequences on the other layouts
+// mke2fs can make (32-bit, no flex_bg, meta_bg, 128-byte inodes, a
+// checksum seed, no dir_index, no journal).
+func TestWriteMatrix(t *testing.T) {
+	testutil.NeedCmd(t, "mke2fs", "e2fsck")
+	for i, c := range []diffConfig{
+		{"32bit", "32M", []string{"-t", "ext4", "-O", "^64bit"}},
+		{"noflex", "32M", []string{"-t", "ext4", "-b", "1024", "-O", "^flex_bg"}},
+		{"metabg", "32M", []string{"-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"}},
+		{"csumseed", "16M", []string{"-t", "ext4", "-O", "metadata_csum_seed"}},
+		{"nodirindex", "16M", []string{"-t", "ext4", "-b", "1024", "-O", "^dir_index"}},
+		{"nojournal-4k", "32M", []string{"-t", "ext4", "-b", "4096", "-O", "^has_journal"}},
+		{"plain", "16M", []string{"-t", "ext4", "-O", "^flex_bg,^dir_index,^has_journal,^huge_file,^dir_nlink,^metadata_csum,^uninit_bg"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for s := 0; s < 4; s++ {
+				r := rand.New(rand.NewSource(int64(5000 + 100*i + s)))
+				ops := randomOps(r, 80+r.Intn(80))
+				if err := safeDiffRun(t, c, ops); err != nil {
+					small := shrink(t, c, ops)
+					t.Fatalf("seed %d: %v\nshrunk to %d ops: %v\nerror: %v", s, err, len(small), small, safeDiffRun(t, c, small))
+				}
+			}
+		})
+	}
+}
+
+// TestConcurrentWrite: writers in several goroutines and readers (a File
+// handle kept open across writes, ReadDir, Lookup) at the same time; run
+// under -race by make test's race pass or by hand.
+func TestConcurrentWrite(t *testing.T) {
+	img := newImage(t, "64M", "-t", "ext4", "-b", "1024")
+	f, _ := openRW(t, img, nil)
+	shared, err := f.Create(RootIno, "shared", 0o644, 0, 0)
+	must(t, err)
+	fl, err := f.Open(shared)
+	must(t, err)
+	done := make(chan error, 8)
+	for w := 0; w < 4; w++ {
+		go func(w int) {
+			d, err := f.Mkdir(RootIno, fmt.Sprintf("w%d", w), 0o755, 0, 0)
+			for i := 0; err == nil && i < 150; i++ {
+				var ino uint32
+				if ino, err = f.Create(d, fmt.Sprintf("f%03d", i), 0o644, 0, 0); err == nil {
+					_, err = f.WriteAt(ino, bytes.Repeat([]byte{byte(i)}, 3000), 0)
+				}
+				if err == nil {
+					_, err = f.WriteAt(shared, []byte{byte(w)}, int64(w*1000+i))
+				}
+			}
+			done <- err
+		}(w)
+	}
+	for r := 0; r < 2; r++ {
+		go func() {
+			buf := make([]byte, 5000)
+			for i := 0; i < 300; i++ {
+				fl.ReadAt(buf, 0)
+				f.ReadDir(RootIno, 0, func(DirEntry) bool { return true })
+				if d, err := f.Lookup(RootIno, "w1"); err == nil {
+					f.Lookup(d, "f010")
+				}
+				f.Statfs()
+			}
+			done <- nil
+		}()
+	}
+	for i := 0; i < 6; i++ {
+		must(t, <-done)
+	}
+	buf := make([]byte, 4000)
+	n, _ := fl.ReadAt(buf, 0)
+	if n != 3150 || buf[3149] != 3 || buf[149] != 0 {
+		t.Errorf("shared file: %d bytes, [3149]=%d", n, buf[3149])
+	}
+	must(t, f.Close())
+	fsckClean(t, img)
+}
+
+// TestKernelInterop: the kernel indexes a directory, we add to its htree
+// (leaf and index splits of a kernel-made tree), then the kernel mounts
+// our image read-write and adds more; e2fsck is clean after each side.
+func TestKernelInterop(t *testing.T) {
+	testutil.NeedRoot(t)
+	testutil.NeedCmd(t, "mount", "umount", "losetup")
+	img := newImage(t, "128M", "-t", "ext4", "-b", "1024")
+	mnt := loopMount(t, img, "ext4")
+	os.Mkdir(filepath.Join(mnt, "k"), 0o755)
+	for i := 0; i < 2000; i++ {
+		os.WriteFile(filepath.Join(mnt, "k", fmt.Sprintf("kernel-%05d", i)), []byte("k"), 0o644)
+	}
+	runCmd(t, "umount", mnt)
+	waitDetached(t, img)
+	f, _ := openRW(t, img, nil)
+	k := resolve(t, f, "/k")
+	if in, _ := f.Inode(k); in.Flags&flagIndex == 0 {
+		t.Fatal("the kernel did not index /k")
+	}
+	for i := 0; i < 3000; i++ {
+		ino, err := f.Create(k, fmt.Sprintf("driver-made-entry-%05d", i), 0o600, 0, 0)
+		must(t, err)
+		if i%100 == 0 {
+			_, err = f.WriteAt(ino, []byte("d"), 0)
+			must(t, err)
+		}
+	}
+	for i := 0; i < 2000; i += 2 {
+		must(t, f.Unlink(k, fmt.Sprintf("kernel-%05d", i)))
+	}
+	must(t, f.Close())
+	fsckClean(t, img)
+	mnt = loopMount(t, img, "ext4")
+	ents, err := os.ReadDir(filepath.Join(mnt, "k"))
+	if err != nil || len(ents) != 4000 {
+		t.Fatalf("kernel lists %d entries in /k (%v), want 4000", len(ents), err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(mnt, "k", "driver-made-entry-00100")); string(b) != "d" {
+		t.Errorf("kernel reads %q", b)
+	}
+	for i := 0; i < 1000; i++ {
+		must(t, os.WriteFile(filepath.Join(mnt, "k", fmt.Sprintf("kernel-again-%05d", i)), nil, 0o644))
+	}
+	for i := 0; i < 3000; i += 3 {
+		must(t, os.Remove(filepath.Join(mnt, "k", fmt.Sprintf("driver-made-entry-%05d", i))))
+	}
+	runCmd(t, "umount", mnt)
+	waitDetached(t, img)
+	fsckClean(t, img)
+}
+
+// TestLinkLimits: EMLINK at 65,000 links to a file, and the dir_nlink
+// rule for directories (an indexed directory past the limit counts 1; a
+// linear one refuses with EMLINK). Link counts are set by hand.
+func TestLinkLimits(t *testing.T) {
+	img := newImage(t, "16M", "-t", "ext4", "-b", "1024")
+	f, _ := openRW(t, img, nil)
+	setLinks := func(ino uint32, n uint16) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		ib, err := f.getInode(ino)
+		must(t, err)
+		ib.setLinks(n)
+		must(t, f.putInode(ib))
+	}
+	links := func(ino uint32) uint16 { in, _ := f.Inode(ino); return in.Nlink }
+	x, _ := f.Create(RootIno, "x", 0o644, 0, 0)
+	setLinks(x, linkMax-1)
+	must(t, f.Link(x, RootIno, "y"))
+	if err := f.Link(x, RootIno, "z"); !errors.Is(err, syscall.EMLINK) {
+		t.Errorf("link at %d links: %v", links(x), err)
+	}
+	lin, _ := f.Mkdir(RootIno, "lin", 0o755, 0, 0)
+	setLinks(lin, linkMax)
+	if _, err := f.Mkdir(lin, "sub", 0o755, 0, 0); !errors.Is(err, syscall.EMLINK) {
+		t.Errorf("mkdir in a linear directory at the limit: %v", err)
+	}
+	idx, _ := f.Mkdir(RootIno, "idx", 0o755, 0, 0)
+	for i := 0; i < 100; i++ {
+		f.Create(idx, fmt.Sprintf("a-long-enough-name-to-fill-blocks-%03d", i), 0o644, 0, 0)
+	}
+	if in, _ := f.Inode(idx); in.Flags&flagIndex == 0 {
+		t.Fatal("idx not indexed")
+	}
+	setLinks(idx, linkMax-1)
+	_, err := f.Mkdir(idx, "sub", 0o755, 0, 0)
+	must(t, err)
+	if n := links(idx); n != 1 {
+		t.Errorf("indexed directory past the limit counts %d, want 1", n)
+	}
+	must(t, f.Rmdir(idx, "sub"))
+	if n := links(idx); n != 1 {
+		t.Errorf("after rmdir: %d, want 1 (stays overflowed)", n)
+	}
 }
