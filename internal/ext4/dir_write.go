@@ -155,8 +155,9 @@ func (f *FS) blockRemove(b []byte, off, prev int) {
 
 // dirCtx is a directory being changed: its inode copy and block map.
 type dirCtx struct {
-	ib *ibuf
-	m  *fileMap
+	ib          *ibuf
+	m           *fileMap
+	blockMapped bool
 }
 
 func (f *FS) openDirW(ino uint32) (*dirCtx, error) {
@@ -169,6 +170,15 @@ func (f *FS) openDirW(ino uint32) (*dirCtx, error) {
 	}
 	if ib.flags()&flagInlineData != 0 {
 		return nil, fmt.Errorf("directory %d is inline (inline_data): %w", ino, ErrReadOnly)
+	}
+	if ib.flags()&flagExtents == 0 {
+		// An ext2/ext3 block map: entries can change in place, but the
+		// directory cannot grow.
+		runs, err := f.blockMap(f.parsed(ib))
+		if err != nil {
+			return nil, err
+		}
+		return &dirCtx{ib: ib, m: &fileMap{runs: runs}, blockMapped: true}, nil
 	}
 	m, err := f.loadMap(ib)
 	if err != nil {
@@ -191,6 +201,9 @@ func (d *dirCtx) pblk(l uint64) (uint64, error) {
 
 // appendBlock adds a zeroed block at the end of the directory.
 func (f *FS) appendBlock(d *dirCtx) (uint64, []byte, error) {
+	if d.blockMapped {
+		return 0, nil, fmt.Errorf("directory %d uses an ext2/ext3 block map and cannot grow: %w", d.ib.ino, ErrReadOnly)
+	}
 	l := d.nblocks(f)
 	if l >= maxLblk {
 		return 0, nil, errf(syscall.ENOSPC, "directory %d is full", d.ib.ino)

@@ -394,18 +394,14 @@ func (f *FS) WriteAt(ino uint32, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	// Blocks that were holes or unwritten get zeros around the data.
-	zeroed := map[uint64]bool{}
-	for _, r := range fresh {
-		for i := uint64(0); i < r.n; i++ {
-			zeroed[r.lblk+i] = true
-		}
-	}
+	var zeroed []run
 	for _, r := range old {
 		if r.uninit {
-			for i := uint64(0); i < r.n; i++ {
-				zeroed[r.lblk+i] = true
-			}
+			zeroed = setRange(zeroed, r.lblk, r.n, 1, false)
 		}
+	}
+	for _, r := range fresh {
+		zeroed = setRange(zeroed, r.lblk, r.n, 1, false)
 	}
 	if err := f.writeRange(runs, p, uint64(off), zeroed); err != nil {
 		return 0, err
@@ -422,8 +418,9 @@ func (f *FS) WriteAt(ino uint32, p []byte, off int64) (int, error) {
 
 // writeRange writes p at byte off through the (now complete) mapping;
 // blocks in zeroed get zeros in the parts p does not cover.
-func (f *FS) writeRange(runs []run, p []byte, off uint64, zeroed map[uint64]bool) error {
+func (f *FS) writeRange(runs []run, p []byte, off uint64, zr []run) error {
 	bs := uint64(f.bs)
+	zeroed := func(l uint64) bool { _, ok := findRun(zr, l); return ok }
 	end := off + uint64(len(p))
 	for pos := off; pos < end; {
 		l := pos / bs
@@ -436,7 +433,7 @@ func (f *FS) writeRange(runs []run, p []byte, off uint64, zeroed map[uint64]bool
 		stop := min(end, (r.lblk+r.n)*bs)
 		phys := (r.pblk+l-r.lblk)*bs + pos%bs
 		// Head block partially covered and fresh: pad with zeros.
-		if zeroed[l] && (pos%bs != 0 || stop-pos < bs) {
+		if zeroed(l) && (pos%bs != 0 || stop-pos < bs) {
 			blk := make([]byte, bs)
 			bend := min(stop, (l+1)*bs)
 			copy(blk[pos%bs:], p[pos-off:bend-off])
@@ -449,7 +446,7 @@ func (f *FS) writeRange(runs []run, p []byte, off uint64, zeroed map[uint64]bool
 		// Whole blocks (or a partial tail of an old block) straight from p;
 		// a fresh partial tail block is handled by the next iteration.
 		body := stop
-		if lt := (stop - 1) / bs; zeroed[lt] && stop%bs != 0 && lt > l {
+		if lt := (stop - 1) / bs; zeroed(lt) && stop%bs != 0 && lt > l {
 			body = lt * bs
 		}
 		if err := f.writeData(p[pos-off:body-off], int64(phys)); err != nil {

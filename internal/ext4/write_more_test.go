@@ -621,3 +621,47 @@ func TestLinkLimits(t *testing.T) {
 		t.Errorf("after rmdir: %d, want 1 (stays overflowed)", n)
 	}
 }
+
+// TestBlockMappedFiles: an ext3 image converted with tune2fs -O extent
+// mounts read-write; its old block-mapped files refuse data writes with
+// EROFS, and unlinking one frees its data and indirect blocks.
+func TestBlockMappedFiles(t *testing.T) {
+	tune := testutil.NeedCmd(t, "tune2fs")[0]
+	src := t.TempDir()
+	os.Mkdir(filepath.Join(src, "d"), 0o755)
+	big := make([]byte, 5<<20)
+	for i := range big {
+		big[i] = byte(i >> 10)
+	}
+	os.WriteFile(filepath.Join(src, "d", "big"), big, 0o644)
+	img := testutil.MkfsImage(t, src, "32M", "-t", "ext3", "-b", "1024")
+	if out, err := execCombined(tune, "-O", "extent", img); err != nil {
+		t.Fatalf("tune2fs: %v\n%s", err, out)
+	}
+	f, _ := openRW(t, img, nil)
+	before := f.Statfs()
+	d := resolve(t, f, "/d")
+	b := resolve(t, f, "/d/big")
+	if _, err := f.WriteAt(b, []byte("x"), 0); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write to a block-mapped file: %v", err)
+	}
+	bin, _ := f.Inode(b)
+	must(t, f.Unlink(d, "big"))
+	after := f.Statfs()
+	// The data (mke2fs leaves zero blocks as holes) and the indirect
+	// blocks: what i_blocks counted.
+	if got := after.FreeBlocks - before.FreeBlocks; got != bin.Blocks/2 || got < 5000 {
+		t.Errorf("unlink freed %d blocks, want %d", got, bin.Blocks/2)
+	}
+	// The block-mapped directory takes entries while it has room, and
+	// refuses to grow.
+	var err error
+	for i := 0; err == nil; i++ {
+		_, err = f.Create(d, fmt.Sprintf("a-name-long-enough-to-fill-a-block-%03d", i), 0o644, 0, 0)
+	}
+	if !errors.Is(err, syscall.EROFS) {
+		t.Errorf("growing a block-mapped directory: %v", err)
+	}
+	must(t, f.Close())
+	fsckClean(t, img)
+}
