@@ -183,6 +183,9 @@ type Config struct {
 	Xterm Xterm
 	// MconsoleNotify is the socket of mconsole=notify:<socket>.
 	MconsoleNotify string
+	// Trace is trace=<file>, an engine extension: one line per trapped
+	// guest syscall is appended to the file. The word does not reach init.
+	Trace string
 
 	// Quiet is the generic kernel's "quiet".
 	Quiet bool
@@ -485,6 +488,10 @@ func (p *parser) umlSetup(a string) (word string, add, exit bool) {
 	}
 	if strings.HasPrefix(a, "noreboot") {
 		c.NoReboot = true
+	}
+	if v, ok := strings.CutPrefix(a, "trace="); ok && v != "" {
+		add = false
+		c.Trace = v
 	}
 	if v, ok := strings.CutPrefix(a, "hostfs="); ok {
 		dir, flags, _ := strings.Cut(v, ",")

@@ -23,6 +23,9 @@ type call struct {
 	args [6]uint64
 	// newfd is the fd an answered open installed (for the trace).
 	newfd int
+	// strs are the strings read from guest memory, by address (for the
+	// trace).
+	strs map[uint64]string
 }
 
 // errno converts an error to a negative errno result.
@@ -51,6 +54,12 @@ func (c *call) str(addr uint64) (string, int64) {
 	s, err := c.mem.ReadString(addr, vfs.PathMax)
 	if err != nil {
 		return "", errno(err)
+	}
+	if c.k.cfg.Trace != nil {
+		if c.strs == nil {
+			c.strs = map[uint64]string{}
+		}
+		c.strs[addr] = s
 	}
 	return s, 0
 }

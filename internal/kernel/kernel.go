@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -105,6 +106,8 @@ type Kernel struct {
 	loaders  map[*vfs.Dentry]string // dynamic loaders placed in the private root
 	objs     map[hostKey]*vfs.Dentry
 	procObjs map[hostKey]*vfs.Dentry
+	images   map[hostKey]*vfs.Dentry // exec images and loaders in priv → the guest file
+	bootID   string
 	memDev   uint64 // st_dev of memfds
 	phDev    uint64 // st_dev of placeholder directories
 	devfs    vfs.FS
@@ -126,7 +129,8 @@ func New(cfg Config) (*Kernel, error) {
 	}
 	k := &Kernel{cfg: cfg, vfs: cfg.VFS, boot: time.Now(), procs: map[int]*Process{}, threads: map[int]*Thread{},
 		hostname: cfg.Hostname, domain: "(none)", execs: map[imageKey]string{}, loaders: map[*vfs.Dentry]string{},
-		objs: map[hostKey]*vfs.Dentry{}, procObjs: map[hostKey]*vfs.Dentry{}}
+		objs: map[hostKey]*vfs.Dentry{}, procObjs: map[hostKey]*vfs.Dentry{}, images: map[hostKey]*vfs.Dentry{},
+		bootID: newUUID()}
 	if k.hostname == "" {
 		k.hostname = "(none)"
 	}
@@ -404,6 +408,9 @@ func (k *Kernel) Notify(n *sandbox.Notification) {
 	if r == continued {
 		// Only syscalls without path arguments get here: the host runs
 		// them on objects the guest holds, in the guest's namespaces.
+		if k.cfg.Trace != nil {
+			k.traceLine(c.th.NsID(), c.n.Nr, c.args, c.strs, "(run by the host)")
+		}
 		n.Continue()
 		return
 	}
@@ -418,15 +425,34 @@ func (k *Kernel) Notify(n *sandbox.Notification) {
 }
 
 func (k *Kernel) trace(c *call, r int64) {
-	name := abi.SyscallNames[c.n.Nr]
-	if name == "" {
-		name = "syscall_" + strconv.Itoa(c.n.Nr)
-	}
 	res := strconv.FormatInt(r, 10)
 	if r < 0 {
-		res = "-1 " + syscall.Errno(-r).Error()
+		res = "-1 " + unix.ErrnoName(syscall.Errno(-r)) + " (" + syscall.Errno(-r).Error() + ")"
 	}
-	k.cfg.Trace(fmt.Sprintf("%d %s(%#x, %#x, %#x, %#x) = %s", c.th.NsID(), name, c.args[0], c.args[1], c.args[2], c.args[3], res))
+	k.traceLine(c.th.NsID(), c.n.Nr, c.args, c.strs, res)
+}
+
+// traceLine writes one trace line: the guest tid, the syscall with its
+// six arguments (strings the kernel read shown quoted) and the result.
+func (k *Kernel) traceLine(tid, nr int, args [6]uint64, strs map[uint64]string, res string) {
+	name := abi.SyscallNames[nr]
+	if name == "" {
+		name = "syscall_" + strconv.Itoa(nr)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s(", tid, name)
+	for i, a := range args {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if s, ok := strs[a]; ok && a != 0 {
+			b.WriteString(strconv.Quote(s))
+		} else {
+			fmt.Fprintf(&b, "%#x", a)
+		}
+	}
+	b.WriteString(") = " + res)
+	k.cfg.Trace(b.String())
 }
 
 // answered is returned by handlers that answered the notification

@@ -111,6 +111,14 @@ func (k *Kernel) PidFile(c *vfs.Ctx, pid int, name string) ([]byte, error) {
 		return []byte(fmt.Sprintf("%d (%s) %s\n", p.Pid(), p.Comm, strings.Join(f, " "))), nil
 	case "status":
 		return k.status(p)
+	case "maps":
+		return k.maps(p)
+	case "mountinfo":
+		return []byte(k.mountinfoText(p.FS.Root)), nil
+	case "limits":
+		return os.ReadFile(hp + name) // the guest's own limits, no paths
+	case "oom_score_adj":
+		return os.ReadFile(hp + name)
 	}
 	return nil, syscall.ENOENT
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -20,12 +21,25 @@ const maxInterpDepth = 4
 // sysExec serves execve and execveat on the tracer thread: it resolves the
 // program in the vfs, places its image (and its dynamic loader's) in the
 // guests' private host root, and rewrites the syscall to exec that copy.
-func (k *Kernel) sysExec(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
+func (k *Kernel) sysExec(t *sandbox.Task, regs *abi.Regs) (act sandbox.Action) {
 	th, _ := t.Data.(*Thread)
 	if th == nil {
 		return sandbox.Fail(abi.ENOSYS)
 	}
 	c := &call{k: k, mem: t, th: th, p: th.Proc}
+	if k.cfg.Trace != nil {
+		args := [6]uint64{regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9}
+		defer func() {
+			res := "(the new image runs)"
+			if native, v := act.Result(); !native {
+				res = strconv.FormatInt(v, 10)
+				if v < 0 {
+					res = "-1 " + unix.ErrnoName(syscall.Errno(-v)) + " (" + syscall.Errno(-v).Error() + ")"
+				}
+			}
+			k.traceLine(th.NsID(), int(regs.OrigRax), args, c.strs, res)
+		}()
+	}
 	dirfd, pathAddr, flags := abi.AT_FDCWD, regs.Rdi, 0
 	if regs.OrigRax == abi.SYS_EXECVEAT {
 		dirfd, pathAddr, flags = int(int32(regs.Rdi)), regs.Rsi, int(regs.R8)
@@ -141,7 +155,7 @@ func (k *Kernel) execTarget(c *call, d *vfs.Dentry, path string, depth int) (hos
 		return "", nil, 0, nil, syscall.ENOEXEC
 	}
 	if ip == "" {
-		h, err := k.placeImage(commOf(path), img)
+		h, err := k.placeImage(commOf(path), img, d)
 		if err == nil {
 			k.execs[key] = h
 		}
@@ -170,7 +184,7 @@ func (k *Kernel) execTarget(c *call, d *vfs.Dentry, path string, depth int) (hos
 		if err != nil {
 			return "", nil, 0, nil, err
 		}
-		if lh, err = k.placeImage("", limg); err != nil {
+		if lh, err = k.placeImage("", limg, ld); err != nil {
 			return "", nil, 0, nil, err
 		}
 		k.loaders[ld] = lh
@@ -179,7 +193,7 @@ func (k *Kernel) execTarget(c *call, d *vfs.Dentry, path string, depth int) (hos
 	if err != nil {
 		return "", nil, 0, nil, syscall.ENOEXEC
 	}
-	h, err := k.placeImage(commOf(path), patched)
+	h, err := k.placeImage(commOf(path), patched, d)
 	if err == nil {
 		k.execs[key] = h
 	}
@@ -208,8 +222,9 @@ func (k *Kernel) openImage(c *call, d *vfs.Dentry) (*os.File, imageKey, error) {
 // placeImage writes an image into the private root (once per content) and
 // returns its path as the guests see it. Executables live at
 // /e<n>/<name> so that the host's comm is the guest's; loaders at /l<n>,
-// short enough for any PT_INTERP.
-func (k *Kernel) placeImage(name string, img []byte) (string, error) {
+// short enough for any PT_INTERP. The host identity of the copy is
+// remembered as d's, so /proc/<pid>/maps names the guest's file.
+func (k *Kernel) placeImage(name string, img []byte, d *vfs.Dentry) (string, error) {
 	k.nextFile++
 	rel := "l" + strconv.Itoa(k.nextFile)
 	if name != "" {
@@ -217,6 +232,10 @@ func (k *Kernel) placeImage(name string, img []byte) (string, error) {
 	}
 	if _, err := k.execDir.Add(rel, img); err != nil {
 		return "", err
+	}
+	var st unix.Stat_t
+	if unix.Stat(filepath.Join(k.priv, rel), &st) == nil {
+		k.images[hostKey{st.Dev, st.Ino}] = d
 	}
 	return "/" + rel, nil
 }

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"strings"
 	"syscall"
@@ -50,7 +51,7 @@ func (c *call) sysOpen(dirfd int, pathAddr uint64, flags int, mode uint32) int64
 			if flags&syscall.O_EXCL != 0 {
 				return -abi.EEXIST
 			}
-		case err == syscall.ENOENT:
+		case errors.Is(err, syscall.ENOENT):
 			if r := c.mayWrite(dir); r < 0 {
 				return r
 			}

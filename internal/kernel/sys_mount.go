@@ -198,20 +198,7 @@ func (k *Kernel) mountsText(root *vfs.Dentry) string {
 		if p := m.MountPoint(); p != nil {
 			at = k.vfs.Path(p, root)
 		}
-		opts := "rw"
-		if m.ReadOnly() {
-			opts = "ro"
-		}
-		if m.Flags&vfs.NoSuid != 0 {
-			opts += ",nosuid"
-		}
-		if m.Flags&vfs.NoDev != 0 {
-			opts += ",nodev"
-		}
-		if m.Flags&vfs.NoExec != 0 {
-			opts += ",noexec"
-		}
-		opts += ",relatime"
+		opts := mountFlagsText(m)
 		if m.Opts != "" {
 			opts += "," + m.Opts
 		}

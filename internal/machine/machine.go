@@ -25,6 +25,7 @@ import (
 	"github.com/umltools/umltools/internal/cow"
 	"github.com/umltools/umltools/internal/ext4"
 	"github.com/umltools/umltools/internal/fs/extfs"
+	"github.com/umltools/umltools/internal/fs/tmpfs"
 	"github.com/umltools/umltools/internal/kernel"
 	"github.com/umltools/umltools/internal/ubd"
 	"github.com/umltools/umltools/internal/umid"
@@ -305,9 +306,15 @@ func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []s
 	} else {
 		m.errorf("Warning: unable to open an initial console.")
 	}
-	if tr := os.Getenv("UMLTOOLS_TRACE"); tr != "" {
+	tr := m.cfg.Trace
+	if tr == "" {
+		tr = os.Getenv("UMLTOOLS_TRACE")
+	}
+	if tr != "" {
 		f, err := os.OpenFile(tr, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-		if err == nil {
+		if err != nil {
+			m.errorf("trace: %v", err)
+		} else {
 			defer f.Close()
 			var mu sync.Mutex
 			kcfg.Trace = func(line string) {
@@ -330,6 +337,7 @@ func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []s
 			m.logf("devtmpfs: mounted")
 		}
 	}
+	m.mountScratch(k, v)
 	init, err := m.pickInit(v)
 	if err != nil {
 		m.errorf("%v", err)
@@ -451,3 +459,29 @@ Common options (the C kernel's syntax):
 Other words go to init: name=value to its environment, the rest to its
 argv; arguments after a bare "--" reach init unchanged.
 `
+
+// mountScratch mounts tmpfs on /tmp and /run while the root filesystem is
+// read-only (the engine cannot write ext4 yet), so that programs that
+// need scratch space work. Each must be a directory in the image.
+func (m *machine) mountScratch(k *kernel.Kernel, v *vfs.VFS) {
+	if !v.RootMount().ReadOnly() {
+		return
+	}
+	for _, s := range []struct {
+		at   string
+		mode uint32
+	}{{"/tmp", 0o1777}, {"/run", 0o755}} {
+		d, err := (&vfs.Walker{V: v, Root: v.Root(), Cwd: v.Root()}).Lookup(s.at, true)
+		if err != nil {
+			continue
+		}
+		if a, err := d.Node.Attr(); err != nil || !a.IsDir() {
+			continue
+		}
+		fs := tmpfs.New("tmpfs", tmpfs.Magic, s.mode, 0, 0)
+		opts := fmt.Sprintf("mode=%o", s.mode)
+		if _, err := v.Mount(fs, d, "tmpfs", vfs.NoSuid|vfs.NoDev, opts, v.AnonDev()); err == nil {
+			m.logf("tmpfs: mounted on %s (the root filesystem is read-only)", s.at)
+		}
+	}
+}

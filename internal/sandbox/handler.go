@@ -55,6 +55,12 @@ func Emulate(v int64) Action { return Action{kind: actEmulate, val: v} }
 // Fail skips the syscall and makes it fail with errno e.
 func Fail(e int) Action { return Action{kind: actEmulate, val: -int64(e)} }
 
+// Result says whether the action lets the syscall run on the host, and
+// otherwise the value it makes the syscall return.
+func (a Action) Result() (native bool, val int64) {
+	return a.kind == actNative || a.kind == actNativeExit, a.val
+}
+
 // KillProcess kills the task's whole thread group with SIGKILL.
 func KillProcess() Action { return Action{kind: actKill} }
 

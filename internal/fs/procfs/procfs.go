@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,10 +34,13 @@ type Source interface {
 	Fds(pid int) (map[int]string, error)
 	// File generates a machine-wide file such as meminfo.
 	File(c *vfs.Ctx, name string) ([]byte, error)
+	// Sys generates a file of /proc/sys, named by its path below it
+	// ("kernel/hostname").
+	Sys(c *vfs.Ctx, path string) ([]byte, error)
 }
 
 // pidFiles are the regular files of each /proc/<pid>.
-var pidFiles = []string{"cmdline", "comm", "environ", "mounts", "stat", "statm", "status"}
+var pidFiles = []string{"cmdline", "comm", "environ", "mounts", "stat", "statm", "status", "maps", "mountinfo", "limits", "oom_score_adj"}
 
 // pidLinks are the symlinks of each /proc/<pid>.
 var pidLinks = []string{"cwd", "exe", "root"}
@@ -94,6 +98,8 @@ func (r *root) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
 		return &selfLink{r.f, true}, nil
 	case "mounts":
 		return &fixedLink{r.f, 100, "self/mounts"}, nil
+	case "sys":
+		return &sysDir{f: r.f, path: ""}, nil
 	}
 	for i, n := range files {
 		if n == name {
@@ -115,7 +121,8 @@ func (r *root) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
 	for i, n := range files {
 		out = append(out, vfs.Dirent{Name: n, Ino: uint64(2 + i), Type: syscall.DT_REG})
 	}
-	out = append(out, vfs.Dirent{Name: "mounts", Ino: 100, Type: syscall.DT_LNK},
+	out = append(out, vfs.Dirent{Name: "sys", Ino: sysIno(""), Type: syscall.DT_DIR},
+		vfs.Dirent{Name: "mounts", Ino: 100, Type: syscall.DT_LNK},
 		vfs.Dirent{Name: "self", Ino: 101, Type: syscall.DT_LNK},
 		vfs.Dirent{Name: "thread-self", Ino: 102, Type: syscall.DT_LNK})
 	pids := r.f.src.Pids()
@@ -167,7 +174,8 @@ type file struct {
 	f    *FS
 	ino  uint64
 	name string
-	pid  int // 0 for machine-wide files
+	pid  int  // 0 for machine-wide files
+	sys  bool // a /proc/sys file: name is its path below /proc/sys
 	uid  uint32
 	gid  uint32
 	t    time.Time
@@ -175,8 +183,13 @@ type file struct {
 
 func (fl *file) Attr() (vfs.Attr, error) {
 	mode := uint32(0o444)
-	if fl.name == "environ" {
+	switch {
+	case fl.sys:
+		mode = 0o644
+	case fl.name == "environ":
 		mode = 0o400
+	case fl.name == "oom_score_adj":
+		mode = 0o644
 	}
 	return fl.f.attr(fl.ino, syscall.S_IFREG|mode, fl.uid, fl.gid, fl.t), nil
 }
@@ -188,7 +201,10 @@ func (fl *file) Open(c *vfs.Ctx, flags int) (*os.File, error) {
 	var b []byte
 	var err error
 	path := "/proc/"
-	if fl.pid == 0 {
+	if fl.sys {
+		b, err = fl.f.src.Sys(c, fl.name)
+		path += "sys/"
+	} else if fl.pid == 0 {
 		b, err = fl.f.src.File(c, fl.name)
 	} else {
 		b, err = fl.f.src.PidFile(c, fl.pid, fl.name)
@@ -299,6 +315,71 @@ func (d *fdDir) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
 	out := make([]vfs.Dirent, 0, len(nums))
 	for _, n := range nums {
 		out = append(out, vfs.Dirent{Name: strconv.Itoa(n), Ino: pidIno(d.pid, 0)<<12 | uint64(n), Type: syscall.DT_LNK})
+	}
+	return out, nil
+}
+
+// sysTree is /proc/sys: each directory (by its path below /proc/sys) and
+// its entries; a name with a trailing slash is a directory.
+var sysTree = map[string][]string{
+	"":              {"fs/", "kernel/", "net/", "vm/"},
+	"fs":            {"file-max", "file-nr", "nr_open", "inotify/"},
+	"fs/inotify":    {"max_queued_events", "max_user_instances", "max_user_watches"},
+	"kernel":        {"cap_last_cap", "core_pattern", "domainname", "hostname", "ngroups_max", "osrelease", "ostype", "overflowgid", "overflowuid", "panic", "pid_max", "printk", "random/", "shmall", "shmmax", "shmmni", "sysrq", "threads-max", "version", "yama/"},
+	"kernel/random": {"boot_id", "entropy_avail", "poolsize", "uuid"},
+	"kernel/yama":   {"ptrace_scope"},
+	"net":           {"core/", "ipv4/"},
+	"net/core":      {"somaxconn"},
+	"net/ipv4":      {"ip_local_port_range"},
+	"vm":            {"max_map_count", "overcommit_memory", "swappiness"},
+}
+
+func sysIno(path string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(path); i++ {
+		h = (h ^ uint64(path[i])) * 1099511628211
+	}
+	return 1<<19 | h&(1<<19-1)
+}
+
+// sysDir is a directory of /proc/sys.
+type sysDir struct {
+	f    *FS
+	path string
+}
+
+func (d *sysDir) Attr() (vfs.Attr, error) {
+	return d.f.attr(sysIno(d.path), syscall.S_IFDIR|0o555, 0, 0, time.Time{}), nil
+}
+
+func (d *sysDir) join(name string) string {
+	if d.path == "" {
+		return name
+	}
+	return d.path + "/" + name
+}
+
+func (d *sysDir) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
+	for _, e := range sysTree[d.path] {
+		switch e {
+		case name + "/":
+			return &sysDir{f: d.f, path: d.join(name)}, nil
+		case name:
+			p := d.join(name)
+			return &file{f: d.f, ino: sysIno(p), name: p, sys: true}, nil
+		}
+	}
+	return nil, syscall.ENOENT
+}
+
+func (d *sysDir) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
+	var out []vfs.Dirent
+	for _, e := range sysTree[d.path] {
+		if n, ok := strings.CutSuffix(e, "/"); ok {
+			out = append(out, vfs.Dirent{Name: n, Ino: sysIno(d.join(n)), Type: syscall.DT_DIR})
+		} else {
+			out = append(out, vfs.Dirent{Name: e, Ino: sysIno(d.join(e)), Type: syscall.DT_REG})
+		}
 	}
 	return out, nil
 }

@@ -23,6 +23,8 @@ func (fakeSource) PidLink(_ *vfs.Ctx, pid int, name string) (string, error) { re
 func (fakeSource) Fds(pid int) (map[int]string, error) {
 	return map[int]string{0: "/dev/console", 3: "pipe:[9]"}, nil
 }
+func (fakeSource) Sys(_ *vfs.Ctx, path string) ([]byte, error) { return []byte(path + "\n"), nil }
+
 func (fakeSource) File(_ *vfs.Ctx, name string) ([]byte, error) {
 	return []byte("machine " + name), nil
 }
