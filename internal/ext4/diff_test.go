@@ -241,7 +241,7 @@ func diffRun(t testing.TB, c diffConfig, ops []wop) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close: %v", err)
 	}
-	if rc, out := fsck(t, img, "-fn"); rc != 0 {
+	if rc, out := fsck(t, img, "-fn"); rc != 0 || strings.Count(strings.TrimSpace(out), "\n") != 6 {
 		return fmt.Errorf("e2fsck -fn rc %d:\n%s", rc, out)
 	}
 	return compareDiff(t, img, host)
@@ -702,6 +702,9 @@ func TestWriteDiffRandom(t *testing.T) {
 				r := rand.New(rand.NewSource(int64(1000*ci + s)))
 				ops := randomOps(r, 60+r.Intn(100))
 				if err := safeDiffRun(t, c, ops); err != nil {
+					if p := os.Getenv("EXT4_DIFF_FAILLOG"); p != "" {
+						os.WriteFile(p, []byte(fmt.Sprintf("seed %d cfg %d\n%v\nops %v\n", s, ci, err, ops)), 0o644)
+					}
 					small := shrink(t, c, ops)
 					t.Fatalf("seed %d: %v\nshrunk to %d ops (cfg %d): %v\nerror: %v", s, err, len(small), ci, small, safeDiffRun(t, c, small))
 				}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Device is what a writable filesystem needs from its block device. A
@@ -88,7 +90,7 @@ func OpenDevice(dev Device, size int64, opts *Options) (*FS, error) {
 		dev: dev, logf: opts.Logf,
 		gdDirty: map[uint32]bool{}, bbDirty: map[uint32]bool{}, ibDirty: map[uint32]bool{},
 		dirty: map[uint64][]byte{}, holds: map[uint32]int{}, orphans: map[uint32]bool{},
-		now: time.Now,
+		now: coarseNow,
 	}
 	if w.logf == nil {
 		w.logf = func(string, ...any) {}
@@ -409,6 +411,18 @@ func (f *FS) Abandon() {
 	}
 	f.cache = newBlockCache(1<<20, f.bs)
 	f.wgen++
+}
+
+// coarseNow is the time as the kernel stamps inodes and superblocks: the
+// coarse realtime clock, which is also what glibc's time() reads. With the
+// precise clock, a superblock written just after a second boundary looks
+// "in the future" to an e2fsck started a few milliseconds later.
+func coarseNow() time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &ts); err != nil {
+		return time.Now()
+	}
+	return time.Unix(ts.Unix())
 }
 
 // errf wraps an errno with context.

@@ -79,6 +79,10 @@ func fsckClean(t testing.TB, img string) {
 		t.Fatalf("e2fsck -fn %s: rc %d\n%s", img, rc, out)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
+	// Clean means no message at all: the version, five passes, summary.
+	if len(lines) != 7 {
+		t.Fatalf("e2fsck -fn %s: rc 0 but with messages:\n%s", img, out)
+	}
 	t.Logf("e2fsck -fn: rc 0: %s", lines[len(lines)-1])
 }
 
