@@ -1,8 +1,9 @@
 // Package ext4 is the project's own ext2/ext3/ext4 filesystem driver: an
-// inode-based API meant to sit under the VFS. The read side offers
-// (lookup by parent inode and name, stat, readdir with resumable cookies,
-// ReadAt, readlink, extended attributes) over any io.ReaderAt block device,
-// with a bounded, concurrency-safe block cache.
+// inode-based API meant to sit under the VFS. The read side (Open) offers
+// lookup by parent inode and name, stat, readdir with resumable cookies,
+// ReadAt, readlink and extended attributes over any io.ReaderAt block
+// device, with a bounded, concurrency-safe block cache; the write side
+// (OpenDevice) is described below.
 //
 // It reads what Debian's mke2fs and the Linux kernel write: 1-64 KiB
 // blocks, bigalloc, 32- and 64-byte group descriptors (64bit), meta_bg,
@@ -60,7 +61,8 @@
 // e2fsck -fy repairs the image; needs_recovery is never set, and a
 // filesystem that needs recovery is refused for writing (run e2fsck -fy).
 // A filesystem left not clean is mounted anyway with a warning, as the
-// kernel mounts a journal-less one. File data is written through to the
+// kernel mounts a journal-less one, and like the kernel Close leaves it
+// not clean (e2fsck clears that). File data is written through to the
 // device at WriteAt; metadata is written back at Sync, Close, or when the
 // dirty set passes Options.DirtyBytes. Operations are all or nothing on
 // ENOSPC (a write that does not fit writes nothing, unlike the kernel's

@@ -69,7 +69,8 @@ type writer struct {
 // bigalloc, and a dirty journal (an error wrapping ErrNeedsRecovery: run
 // e2fsck -fy). The superblock is then marked not clean on the device
 // until Close. A filesystem that was not cleanly unmounted is mounted
-// anyway, as the kernel does, with a warning through opts.Logf.
+// anyway, as the kernel mounts one without a journal, with a warning
+// through opts.Logf; like the kernel, Close then leaves it not clean.
 func OpenDevice(dev Device, size int64, opts *Options) (*FS, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -364,7 +365,9 @@ func (f *FS) sync() error {
 }
 
 // Close frees the inodes still orphaned (unlinked while held), writes
-// everything, marks the filesystem clean and flushes. The FS is read-only
+// everything, marks the filesystem clean (unless it was not clean at
+// mount: then it stays marked for e2fsck, as the kernel leaves it) and
+// flushes. The FS is read-only
 // afterwards. Close of a read-only FS does nothing.
 func (f *FS) Close() error {
 	f.mu.Lock()
@@ -379,7 +382,9 @@ func (f *FS) Close() error {
 		}
 	}
 	f.w.orphans = map[uint32]bool{}
-	if len(errs) == 0 {
+	// As the kernel: the state found at mount comes back, so a
+	// filesystem mounted not clean stays marked for e2fsck.
+	if len(errs) == 0 && !f.w.notClean {
 		f.sb.State |= stateValid
 	}
 	if err := f.sync(); err != nil {

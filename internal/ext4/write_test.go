@@ -22,6 +22,21 @@ import (
 type fileDev struct {
 	*os.File
 	discards int
+	// dropAfter >0: writes after that many more are silently lost (a
+	// power cut in the middle of a writeback).
+	dropAfter int
+}
+
+func (d *fileDev) WriteAt(p []byte, off int64) (int, error) {
+	if d.dropAfter > 0 {
+		d.dropAfter--
+		if d.dropAfter == 0 {
+			d.dropAfter = -1
+		}
+	} else if d.dropAfter < 0 {
+		return len(p), nil
+	}
+	return d.File.WriteAt(p, off)
 }
 
 func (d *fileDev) Flush() error { return d.Sync() }
