@@ -69,3 +69,47 @@ func AddFiles(t testing.TB, img string, files map[string]string) {
 		t.Fatalf("debugfs -w %s: %v\n%s", img, err, b)
 	}
 }
+
+// debianImageRecipe is part of the cache key of DebianImage; its packages
+// are the engine milestone 2 workload (python3-minimal alone lacks json).
+const debianImageRecipe = "debian-bookworm-m2-v1"
+
+// DebianImagePackages are the packages DebianImage adds to minbase.
+var DebianImagePackages = []string{"python3-minimal", "libpython3-stdlib", "busybox-static"}
+
+// DebianImage returns a fresh copy (in t.TempDir()) of a Debian bookworm
+// minbase image with DebianImagePackages, built by rootstrap once and
+// cached (about a minute; it needs root and the Debian archive, else t
+// is skipped with the reason).
+func DebianImage(t testing.TB) string {
+	t.Helper()
+	cached := filepath.Join(CacheDir(t), debianImageRecipe+".img")
+	if _, err := os.Stat(cached); err != nil {
+		imgMu.Lock()
+		if _, err := os.Stat(cached); err != nil {
+			if os.Getuid() != 0 {
+				imgMu.Unlock()
+				Skip(t, "no cached Debian image in %s and building one (debootstrap) needs root", CacheDir(t))
+			}
+			NeedCmd(t, "debootstrap", "mke2fs")
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+			tmp := cached + ".tmp"
+			b, err := exec.CommandContext(ctx, Bin(t, "rootstrap"), "-q", "--include", strings.Join(DebianImagePackages, ","), tmp).CombinedOutput()
+			cancel()
+			if err == nil {
+				err = os.Rename(tmp, cached)
+			}
+			if err != nil {
+				imgMu.Unlock()
+				os.Remove(tmp)
+				Skip(t, "building the Debian image with rootstrap failed (is the Debian archive reachable?): %v\n%s", err, tail(string(b), 2000))
+			}
+		}
+		imgMu.Unlock()
+	}
+	out := filepath.Join(t.TempDir(), "debian.img")
+	if err := copySparse(cached, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
