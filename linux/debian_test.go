@@ -266,4 +266,3 @@ func TestJobControl(t *testing.T) {
 			"con0=fd:0,fd:1", "con=null", "quiet", "--", "-c", "export PS1='P> '; exec setsid -w -c bash --norc -i")
 	})
 }
-
