@@ -361,10 +361,10 @@ func TestWriteMisc(t *testing.T) {
 	_ = testutil.NeedRoot
 }
 
-// TestWriteBench reports (make bench) the time to write a 256 MiB file
+// TestBenchWrite reports (make bench) the time to write a 256 MiB file
 // through WriteAt in 1 MiB chunks plus Sync, against dd writing the same
 // amount to a host file with conv=fsync.
-func TestWriteBench(t *testing.T) {
+func TestBenchWrite(t *testing.T) {
 	testutil.NeedBench(t)
 	dd := testutil.NeedCmd(t, "dd")[0]
 	img := newImage(t, "1G", "-t", "ext4")
@@ -388,7 +388,7 @@ func TestWriteBench(t *testing.T) {
 		t.Fatalf("dd: %v\n%s", err, b)
 	}
 	host := time.Since(start)
-	t.Logf("256 MiB in 1 MiB WriteAt chunks + Sync: %v (%.0f MiB/s); dd conv=fsync on the host: %v (%.0f MiB/s); ratio %.2f",
+	t.Logf("BENCH: ext4 write: 256 MiB in 1 MiB WriteAt chunks + Sync: %v (%.0f MiB/s); dd conv=fsync on the host: %v (%.0f MiB/s); ratio %.2f",
 		ours, 256/ours.Seconds(), host, 256/host.Seconds(), ours.Seconds()/host.Seconds())
 }
 
@@ -488,7 +488,12 @@ func TestWriteMatrix(t *testing.T) {
 		{"plain", "16M", []string{"-t", "ext4", "-O", "^flex_bg,^dir_index,^has_journal,^huge_file,^dir_nlink,^metadata_csum,^uninit_bg"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			for s := 0; s < 4; s++ {
+			seqs := 4
+			if v := os.Getenv("EXT4_DIFF_SEQS"); v != "" {
+				fmt.Sscan(v, &seqs)
+				seqs = max(seqs/10, 1)
+			}
+			for s := 0; s < seqs; s++ {
 				r := rand.New(rand.NewSource(int64(5000 + 100*i + s)))
 				ops := randomOps(r, 80+r.Intn(80))
 				if err := safeDiffRun(t, c, ops); err != nil {
@@ -690,4 +695,32 @@ func TestBlockMappedFiles(t *testing.T) {
 	}
 	must(t, f.Close())
 	fsckClean(t, img)
+}
+
+// TestSplitPoint: leaf splits halve the bytes and set the collision bit
+// when the median hash continues across the split.
+func TestSplitPoint(t *testing.T) {
+	mk := func(hashes ...uint32) []hent {
+		var es []hent
+		for i, h := range hashes {
+			es = append(es, hent{name: fmt.Sprintf("n%02d", i), hash: h})
+		}
+		return es
+	}
+	for _, c := range []struct {
+		es    []hent
+		split int
+		hash  uint32
+	}{
+		{mk(2, 4, 6, 8), 2, 6},
+		{mk(2, 4, 4, 8), 2, 5},      // 4 continues: hash 4|1
+		{mk(10, 10, 10, 10), 2, 11}, // all collide
+		{mk(2, 4), 1, 4},            // two entries
+		{mk(2, 4, 6, 8, 10), 3, 8},  // odd count: the first half takes the median
+	} {
+		s, h := splitPoint(c.es)
+		if s != c.split || h != c.hash {
+			t.Errorf("%v: split %d hash %d, want %d %d", c.es, s, h, c.split, c.hash)
+		}
+	}
 }
