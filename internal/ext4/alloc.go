@@ -2,7 +2,6 @@ package ext4
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math/bits"
 	"syscall"
 )
@@ -248,9 +247,6 @@ func (f *FS) inodeBitmap(g uint64) ([]byte, error) {
 	return b, nil
 }
 
-// freeBlockCount is the number of free blocks.
-func (f *FS) freeBlockCount() uint64 { return f.sb.FreeBlocks }
-
 // allocBlocks allocates up to want (>0) contiguous blocks, the first at or
 // after goal when possible, and returns the first and the count.
 func (f *FS) allocBlocks(goal, want uint64) (uint64, uint64, error) {
@@ -440,23 +436,4 @@ func (f *FS) freeInode(ino uint32, dir bool) error {
 
 func (f *FS) inodeGroup(ino uint32) uint64 {
 	return uint64(ino-1) / uint64(f.sb.InodesPerGroup)
-}
-
-func (f *FS) checkBitmapCount(g uint64) error {
-	// Debug aid: verifies a group's free counter against its bitmap.
-	b, err := f.block(f.w.gd[g].blockBitmap)
-	if err != nil {
-		return err
-	}
-	n := f.groupBlocks(g)
-	free := uint64(0)
-	for i := uint64(0); i < n; i++ {
-		if !testBit(b, i) {
-			free++
-		}
-	}
-	if free != uint64(f.w.gd[g].freeBlocks) {
-		return fmt.Errorf("group %d: bitmap has %d free, descriptor says %d", g, free, f.w.gd[g].freeBlocks)
-	}
-	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -161,20 +162,9 @@ func (f *FS) writableCheck() error {
 		missing = append(missing, "orphan_present is set (run e2fsck -fy)")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cannot mount read-write: %s: %w", joinWords(missing), ErrReadOnly)
+		return fmt.Errorf("cannot mount read-write: %s: %w", strings.Join(missing, "; "), ErrReadOnly)
 	}
 	return nil
-}
-
-func joinWords(s []string) string {
-	out := ""
-	for i, w := range s {
-		if i > 0 {
-			out += "; "
-		}
-		out += w
-	}
-	return out
 }
 
 // Writable reports whether the filesystem was mounted read-write (and is
