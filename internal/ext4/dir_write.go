@@ -404,16 +404,6 @@ func (f *FS) prepareCreate(dir uint32, name string) (*dirCtx, error) {
 	return d, nil
 }
 
-// roomForEntry refuses before anything changes when a new entry might
-// not fit: the worst case (an index split) takes three blocks and one more
-// for the directory's extent tree.
-func (f *FS) roomForEntry() error {
-	if f.sb.FreeBlocks < 4 {
-		return errf(syscall.ENOSPC, "no room for a directory entry")
-	}
-	return nil
-}
-
 // finishCreate links the new inode into the directory and stores both.
 func (f *FS) finishCreate(d *dirCtx, name string, ib *ibuf) error {
 	if err := f.addEntry(d, name, ib.ino, f.ftOf(ib.mode())); err != nil {
@@ -461,9 +451,6 @@ func (f *FS) Mknod(dir uint32, name string, mode uint16, uid, gid uint32, rdev u
 	if err != nil {
 		return 0, err
 	}
-	if err := f.roomForEntry(); err != nil {
-		return 0, err
-	}
 	ib, err := f.newInode(dir, mode, uid, gid)
 	if err != nil {
 		return 0, err
@@ -495,9 +482,6 @@ func (f *FS) Mkdir(dir uint32, name string, mode uint16, uid, gid uint32) (uint3
 	defer unlock()
 	d, err := f.prepareCreate(dir, name)
 	if err != nil {
-		return 0, err
-	}
-	if err := f.roomForEntry(); err != nil {
 		return 0, err
 	}
 	if f.dirLinkMax(d.ib) {
@@ -548,9 +532,6 @@ func (f *FS) Symlink(dir uint32, name, target string, uid, gid uint32) (uint32, 
 	defer unlock()
 	d, err := f.prepareCreate(dir, name)
 	if err != nil {
-		return 0, err
-	}
-	if err := f.roomForEntry(); err != nil {
 		return 0, err
 	}
 	ib, err := f.newInode(dir, S_IFLNK|0o777, uid, gid)
@@ -610,9 +591,6 @@ func (f *FS) Link(ino, dir uint32, name string) error {
 	}
 	if ib.links() >= linkMax {
 		return errf(syscall.EMLINK, "inode %d has %d links", ino, ib.links())
-	}
-	if err := f.roomForEntry(); err != nil {
-		return err
 	}
 	if err := f.addEntry(d, name, ino, f.ftOf(ib.mode())); err != nil {
 		return err
@@ -853,11 +831,6 @@ func (f *FS) Rename(olddir uint32, oldname string, newdir uint32, newname string
 	if moveDir {
 		if dib == nil && f.dirLinkMax(nd.ib) {
 			return errf(syscall.EMLINK, "directory %d has %d links", newdir, nd.ib.links())
-		}
-	}
-	if dib == nil {
-		if err := f.roomForEntry(); err != nil {
-			return err
 		}
 	}
 	ft := f.ftOf(sib.mode())

@@ -66,8 +66,8 @@
 // device at WriteAt; metadata is written back at Sync, Close, or when the
 // dirty set passes Options.DirtyBytes. Operations are all or nothing on
 // ENOSPC (a write that does not fit writes nothing, unlike the kernel's
-// short write), and creating a directory entry needs four free blocks in
-// reserve. Orphans are kept in memory only: after a crash e2fsck frees
+// short write); an htree leaf split or conversion wants four free blocks
+// before it starts. Orphans are kept in memory only: after a crash e2fsck frees
 // them. Writing is refused by name, with EROFS, on filesystems without
 // the extent feature (ext2/ext3 block maps are read-only here; unlinking
 // an old block-mapped file still frees its blocks), with inline_data,

@@ -266,7 +266,9 @@ func splitPoint(es []hent) (int, uint32) {
 // makeIndexed turns a full one-block linear directory into an htree with
 // two leaves and adds the entry, as the kernel does.
 func (f *FS) makeIndexed(d *dirCtx, name string, ino uint32, ft uint8) error {
-	if f.sb.FreeBlocks < 3 {
+	// Two new leaves and perhaps an extent tree block: refuse before
+	// anything changes.
+	if f.sb.FreeBlocks < 4 {
 		return errf(syscall.ENOSPC, "no room to index directory %d", d.ib.ino)
 	}
 	p0, err := d.pblk(0)
@@ -350,7 +352,9 @@ func (f *FS) dxAdd(d *dirCtx, name string, ino uint32, ft uint8) error {
 		f.leafTail(d.ib, b)
 		return nil
 	}
-	if f.sb.FreeBlocks < 3 {
+	// A new leaf, perhaps a new index node, and extent tree blocks for
+	// them: refuse before anything changes.
+	if f.sb.FreeBlocks < 4 {
 		return errf(syscall.ENOSPC, "no room to split a leaf of directory %d", d.ib.ino)
 	}
 	// Make room in the index first, so that a full index fails before

@@ -724,3 +724,62 @@ func TestSplitPoint(t *testing.T) {
 		}
 	}
 }
+
+// TestFull fills the filesystem: writes fail with ENOSPC and leave
+// nothing behind, a name still fits a directory block with room, mkdir
+// (which needs a block) fails cleanly, and freeing makes room again.
+func TestFull(t *testing.T) {
+	img := newImage(t, "8M", "-t", "ext4", "-b", "1024")
+	f, _ := openRW(t, img, nil)
+	ino, err := f.Create(RootIno, "fill", 0o644, 0, 0)
+	must(t, err)
+	chunk := make([]byte, 64<<10)
+	off := int64(0)
+	for {
+		if _, err := f.WriteAt(ino, chunk, off); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+		off += int64(len(chunk))
+	}
+	for n := len(chunk) / 2; n >= 1024; n /= 2 {
+		for {
+			if _, err := f.WriteAt(ino, chunk[:n], off); err != nil {
+				break
+			}
+			off += int64(n)
+		}
+	}
+	in, _ := f.Inode(ino)
+	if in.Size != uint64(off) {
+		t.Errorf("size %d after ENOSPC, wrote %d", in.Size, off)
+	}
+	free := f.Statfs().FreeBlocks
+	t.Logf("full: %d bytes written, %d blocks free", off, free)
+	if _, err := f.Create(RootIno, "still-fits", 0o644, 0, 0); err != nil {
+		t.Errorf("create in a directory with room on a full filesystem: %v", err)
+	}
+	for free > 0 {
+		if _, err := f.WriteAt(ino, chunk[:1024], off); err != nil {
+			break
+		}
+		off += 1024
+		free = f.Statfs().FreeBlocks
+	}
+	if _, err := f.Mkdir(RootIno, "nodir", 0o755, 0, 0); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("mkdir on a full filesystem: %v", err)
+	}
+	if _, err := f.Symlink(RootIno, "slow", strings.Repeat("s", 100), 0, 0); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("slow symlink on a full filesystem: %v", err)
+	}
+	must(t, f.Sync())
+	fsckClean(t, img)
+	must(t, f.Truncate(ino, 0))
+	if _, err := f.Mkdir(RootIno, "dir", 0o755, 0, 0); err != nil {
+		t.Errorf("mkdir after freeing: %v", err)
+	}
+	must(t, f.Close())
+	fsckClean(t, img)
+}
