@@ -341,9 +341,12 @@ func applyOp(f *FS, host string, o wop) (herr, ierr error, skipped bool) {
 			if len(data) == 0 {
 				return nil, nil, true
 			}
-			_, e = f.WriteAt(ino, data, opOff(o))
+			var n int
+			n, e = f.WriteAt(ino, data, opOff(o))
 			if e == nil {
-				_, err = unix.Pwrite(fd, data, opOff(o))
+				// A short write (the image is full) goes to the host as
+				// written.
+				_, err = unix.Pwrite(fd, data[:n], opOff(o))
 			}
 		case opTruncate:
 			size := int64(o.Off % (3 << 20))

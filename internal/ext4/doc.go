@@ -64,10 +64,10 @@
 // kernel mounts a journal-less one, and like the kernel Close leaves it
 // not clean (e2fsck clears that). File data is written through to the
 // device at WriteAt; metadata is written back at Sync, Close, or when the
-// dirty set passes Options.DirtyBytes. Operations are all or nothing on
-// ENOSPC (a write that does not fit writes nothing, unlike the kernel's
-// short write); an htree leaf split or conversion wants four free blocks
-// before it starts. Orphans are kept in memory only: after a crash e2fsck frees
+// dirty set passes Options.DirtyBytes. On ENOSPC a write is short, as in
+// the kernel (the longest prefix that fits), and every other operation
+// leaves nothing changed; an htree leaf split or conversion wants four
+// free blocks before it starts. Orphans are kept in memory only: after a crash e2fsck frees
 // them. Writing is refused by name, with EROFS, on filesystems without
 // the extent feature (ext2/ext3 block maps are read-only here; unlinking
 // an old block-mapped file still frees its blocks), with inline_data,

@@ -1,6 +1,7 @@
 package ext4
 
 import (
+	"errors"
 	"fmt"
 	"syscall"
 )
@@ -328,15 +329,49 @@ func (f *FS) regular(ino uint32) (*ibuf, error) {
 func (f *FS) maxBytes() uint64 { return uint64(maxLblk) * uint64(f.bs) }
 
 // WriteAt writes p at off into regular file ino, allocating blocks for
-// holes and converting unwritten extents it covers. It is all or nothing:
-// on ENOSPC nothing is written. Data goes straight to the device;
-// metadata stays dirty until Sync.
+// holes and converting unwritten extents it covers. When the filesystem
+// cannot hold all of p, it writes the longest prefix that fits and returns
+// its length with no error, as write(2) does; when not even one block
+// fits, it writes nothing and returns ENOSPC. Data goes straight to the
+// device; metadata stays dirty until Sync.
 func (f *FS) WriteAt(ino uint32, p []byte, off int64) (int, error) {
 	unlock, err := f.wlock()
 	if err != nil {
 		return 0, err
 	}
 	defer unlock()
+	n, err := f.writeAt(ino, p, off)
+	if err == nil || !errors.Is(err, syscall.ENOSPC) || off < 0 {
+		return n, err
+	}
+	// Find the longest prefix, ending on a block boundary, that fits
+	// (each failed try leaves nothing behind).
+	bs := int64(f.bs)
+	first := off/bs + 1 // the prefix ends at a block boundary past off
+	last := (off + int64(len(p)) - 1) / bs
+	lo, hi := first, last // candidate end blocks (exclusive end = k*bs)
+	best := 0
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		k := int(mid*bs - off)
+		if m, err := f.writeAt(ino, p[:k], off); err == nil {
+			// Written: keep it and try longer (a longer try rewrites
+			// the same bytes first).
+			best = m
+			lo = mid + 1
+		} else if errors.Is(err, syscall.ENOSPC) {
+			hi = mid - 1
+		} else {
+			return best, err
+		}
+	}
+	if best == 0 {
+		return 0, err
+	}
+	return best, nil
+}
+
+func (f *FS) writeAt(ino uint32, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errf(syscall.EINVAL, "inode %d: negative offset", ino)
 	}
