@@ -190,6 +190,13 @@ func TestPortMode(t *testing.T) {
 			if err := unix.Kill(cmd.Process.Pid, 0); err != nil {
 				t.Errorf("helper gone after the handoff: %v", err)
 			}
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)); err == nil {
+				for _, l := range strings.Split(string(st), "\n") {
+					if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "Threads:") {
+						t.Logf("%s while waiting: %s", name, strings.Join(strings.Fields(l), " "))
+					}
+				}
+			}
 			// SIGHUP is ignored: the helper lives until the kernel kills it.
 			unix.Kill(cmd.Process.Pid, unix.SIGHUP)
 			time.Sleep(100 * time.Millisecond)
