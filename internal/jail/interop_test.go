@@ -88,7 +88,7 @@ func TestJailedKernel(t *testing.T) {
 	testutil.NeedRoot(t)
 	kern := testutil.NeedCmd(t, "linux.uml")[0]
 	init := testutil.StaticC(t, "jailinit", guestInitC)
-	nobody, ok, err := Resolve("nobody", System)
+	nobody, ok, err := Resolve("nobody", System())
 	if !ok || err != nil {
 		testutil.Skip(t, "no user nobody in /etc/passwd")
 	}

@@ -56,8 +56,8 @@ type Files struct {
 	Passwd, Group string
 }
 
-// System is the host's account database.
-var System = Files{Passwd: "/etc/passwd", Group: "/etc/group"}
+// System returns the host's account database files.
+func System() Files { return Files{Passwd: "/etc/passwd", Group: "/etc/group"} }
 
 // Resolve turns the user argument into credentials: a user name in the
 // passwd file gives its uid and gid and its groups as initgroups(3)
@@ -206,7 +206,7 @@ func Jail(dir string, c Creds) error {
 // Run is jail_uml's main. It returns only on an error: on success the
 // process has become the command.
 func Run(args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	return run(args, stdout, stderr, System, syscall.Geteuid)
+	return run(args, stdout, stderr, System(), syscall.Geteuid)
 }
 
 func run(args []string, stdout, stderr io.Writer, f Files, geteuid func() int) error {

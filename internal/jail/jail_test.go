@@ -177,7 +177,7 @@ func TestRealJail(t *testing.T) {
 		t.Fatal(err)
 	}
 	ours := testutil.Bin(t, "jail_uml")
-	nobody, ok, err := Resolve("nobody", System)
+	nobody, ok, err := Resolve("nobody", System())
 	if !ok || err != nil {
 		testutil.Skip(t, "no user nobody in /etc/passwd")
 	}

@@ -118,12 +118,12 @@ func ParseTimeout(s string) time.Duration {
 	return time.Duration(f * float64(time.Second))
 }
 
-// Hang is the notification sent in -mconsole mode: the kernel's notify
+// Hang returns the notification sent in -mconsole mode: the kernel's notify
 // header (u32 magic 0xcafebabe, version 2, type, len; host byte order)
 // with type MCONSOLE_HANG and no data, 16 bytes. The C tool sends 24
 // bytes instead (an 8-byte magic, then 4 bytes of padding), which no
 // listener for the kernel's own notifications parses.
-var Hang = mconsole.Notify{Type: mconsole.NotifyHang}
+func Hang() mconsole.Notify { return mconsole.Notify{Type: mconsole.NotifyHang} }
 
 // Watchdog is one run of the helper.
 type Watchdog struct {
@@ -197,7 +197,7 @@ func (w *Watchdog) settings() (time.Duration, time.Duration, func(int, syscall.S
 // fire is the timeout action.
 func (w *Watchdog) fire(grace time.Duration, kill func(int, syscall.Signal) error) {
 	if w.Socket != "" {
-		mconsole.SendNotify(w.Socket, Hang)
+		mconsole.SendNotify(w.Socket, Hang())
 		return
 	}
 	kill(w.Pid, syscall.SIGINT)

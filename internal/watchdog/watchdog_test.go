@@ -252,10 +252,10 @@ func TestTimeoutPid(t *testing.T) {
 // TestHangBytes pins the notification to the kernel's notify header.
 func TestHangBytes(t *testing.T) {
 	want := []byte{0xbe, 0xba, 0xfe, 0xca, 2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0}
-	if got := Hang.Encode(); !bytes.Equal(got, want) {
+	if got := Hang().Encode(); !bytes.Equal(got, want) {
 		t.Errorf("HANG datagram % x, want % x", got, want)
 	}
-	n, err := mconsole.DecodeNotify(Hang.Encode())
+	n, err := mconsole.DecodeNotify(Hang().Encode())
 	if err != nil || n.Type != mconsole.NotifyHang || len(n.Data) != 0 {
 		t.Errorf("decoded %+v %v", n, err)
 	}
@@ -304,8 +304,8 @@ func TestMconsoleBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no notification: %v", err)
 	}
-	if !bytes.Equal(buf[:n], Hang.Encode()) {
-		t.Errorf("datagram % x, want % x", buf[:n], Hang.Encode())
+	if !bytes.Equal(buf[:n], Hang().Encode()) {
+		t.Errorf("datagram % x, want % x", buf[:n], Hang().Encode())
 	}
 }
 
