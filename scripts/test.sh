@@ -29,6 +29,9 @@ go test -count=1 -timeout 30m ${GOTESTFLAGS:-} ./... || rc=$?
 echo "== make install layout"
 ./scripts/check-install.sh || rc=1
 
+echo "== make deb, installed over uml-utilities (after go test: it replaces the oracles)"
+./scripts/check-deb.sh || rc=1
+
 echo "== fuzz (${FUZZTIME:-10s} per target)"
 if [ $rc -eq 0 ]; then
 	FUZZTIME=${FUZZTIME:-10s} ./scripts/fuzz.sh || rc=$?
