@@ -243,6 +243,7 @@ type benchEnv struct {
 	probed bool
 	extra  []string // kernel words for both kernels' guests (the AVX-512 tunable)
 	seq    int
+	mem    string // the C kernel's mem= (default 64M)
 }
 
 // ours boots our engine with init=script.
@@ -264,7 +265,11 @@ func (e *benchEnv) c(t *testing.T, script, marker string, timeout time.Duration)
 	t.Helper()
 	e.seq++
 	dir := t.TempDir()
-	args := []string{"mem=64M", "ubd0=" + e.cimg, "init=" + script, "con0=fd:0,fd:1", "con=null", "ssl=null", "quiet",
+	mem := e.mem
+	if mem == "" {
+		mem = "64M"
+	}
+	args := []string{"mem=" + mem, "ubd0=" + e.cimg, "init=" + script, "con0=fd:0,fd:1", "con=null", "ssl=null", "quiet",
 		fmt.Sprintf("umid=bench%d-%d", os.Getpid(), e.seq), "uml_dir=" + dir + "/"}
 	// Under testutil's xstate workaround on hosts whose CPU state is too
 	// large for linux.uml (AMX).
