@@ -157,14 +157,33 @@ func (k *Kernel) dispatch(c *call) int64 {
 	case abi.SYS_TRUNCATE:
 		return c.sysTruncate(a[0], int64(a[1]))
 
-	// extended attributes: none yet on any filesystem the engine serves
-	case abi.SYS_GETXATTR, abi.SYS_LGETXATTR, abi.SYS_FGETXATTR:
-		return -abi.ENODATA
-	case abi.SYS_LISTXATTR, abi.SYS_LLISTXATTR, abi.SYS_FLISTXATTR:
-		return 0
-	case abi.SYS_SETXATTR, abi.SYS_LSETXATTR, abi.SYS_FSETXATTR,
-		abi.SYS_REMOVEXATTR, abi.SYS_LREMOVEXATTR, abi.SYS_FREMOVEXATTR:
-		return -abi.EOPNOTSUPP
+	// extended attributes
+	case abi.SYS_GETXATTR, abi.SYS_LGETXATTR:
+		return c.sysGetxattr(c.xattrPath(a[0], c.n.Nr == abi.SYS_GETXATTR), a[1], a[2], int(a[3]))
+	case abi.SYS_FGETXATTR:
+		return c.sysGetxattr(c.xattrFd(fd(0)), a[1], a[2], int(a[3]))
+	case abi.SYS_LISTXATTR, abi.SYS_LLISTXATTR:
+		return c.sysListxattr(c.xattrPath(a[0], c.n.Nr == abi.SYS_LISTXATTR), a[1], int(a[2]))
+	case abi.SYS_FLISTXATTR:
+		return c.sysListxattr(c.xattrFd(fd(0)), a[1], int(a[2]))
+	case abi.SYS_SETXATTR, abi.SYS_LSETXATTR:
+		return c.sysSetxattr(c.xattrPath(a[0], c.n.Nr == abi.SYS_SETXATTR), a[1], a[2], int(a[3]), int(a[4]))
+	case abi.SYS_FSETXATTR:
+		return c.sysSetxattr(c.xattrFd(fd(0)), a[1], a[2], int(a[3]), int(a[4]))
+	case abi.SYS_REMOVEXATTR, abi.SYS_LREMOVEXATTR:
+		return c.sysRemovexattr(c.xattrPath(a[0], c.n.Nr == abi.SYS_REMOVEXATTR), a[1])
+	case abi.SYS_FREMOVEXATTR:
+		return c.sysRemovexattr(c.xattrFd(fd(0)), a[1])
+
+	// durability
+	case abi.SYS_FSYNC:
+		return c.sysFsync(fd(0), false)
+	case abi.SYS_FDATASYNC:
+		return c.sysFsync(fd(0), true)
+	case abi.SYS_SYNCFS:
+		return c.sysSyncfs(fd(0))
+	case abi.SYS_SYNC:
+		return c.sysSync()
 	case abi.SYS_INOTIFY_ADD_WATCH:
 		return -abi.ENOSPC // no watches yet: callers fall back to polling
 

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,8 +93,9 @@ type Kernel struct {
 
 	mu       sync.Mutex
 	sb       *sandbox.Sandbox
-	procs    map[int]*Process // by host tgid
-	threads  map[int]*Thread  // by host tid
+	procs    map[int]*Process      // by host tgid
+	pids     atomic.Pointer[[]int] // procs' keys, for readers without mu
+	threads  map[int]*Thread       // by host tid
 	init     *Process
 	hostname string
 	domain   string
@@ -193,6 +195,8 @@ var notified = []int{
 	abi.SYS_LISTXATTR, abi.SYS_LLISTXATTR, abi.SYS_FLISTXATTR,
 	abi.SYS_REMOVEXATTR, abi.SYS_LREMOVEXATTR, abi.SYS_FREMOVEXATTR,
 	abi.SYS_INOTIFY_ADD_WATCH,
+	// durability: the page cache is written back to the image
+	abi.SYS_FSYNC, abi.SYS_FDATASYNC, abi.SYS_SYNC, abi.SYS_SYNCFS,
 	// mounts
 	abi.SYS_MOUNT, abi.SYS_UMOUNT2, abi.SYS_PIVOT_ROOT,
 	// sockets whose addresses may name paths
@@ -215,8 +219,7 @@ var native = []string{
 	"read", "write", "close", "lseek", "pread64", "pwrite64", "readv", "writev",
 	"preadv", "pwritev", "preadv2", "pwritev2", "pipe", "pipe2", "dup", "dup2",
 	"dup3", "fcntl", "flock", "ioctl", "close_range", "sendfile", "splice", "tee",
-	"vmsplice", "copy_file_range", "fsync", "fdatasync", "sync", "syncfs",
-	"sync_file_range", "fallocate", "fadvise64", "readahead", "ftruncate",
+	"vmsplice", "copy_file_range", "sync_file_range", "fallocate", "fadvise64", "readahead", "ftruncate",
 	"memfd_create", "eventfd", "eventfd2", "signalfd", "signalfd4",
 	"timerfd_create", "timerfd_settime", "timerfd_gettime", "epoll_create",
 	"epoll_create1", "epoll_ctl", "inotify_init", "inotify_init1",
@@ -319,6 +322,7 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 			th = &Thread{Tid: t.Tid, nsID: 1, Proc: p}
 			p.threads[t.Tid] = th
 			k.procs[t.Tid] = p
+			k.snapshotPids()
 			k.threads[t.Tid] = th
 			t.Data = th
 			return
@@ -366,6 +370,7 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 			}
 			p.Cred = pp.Cred.clone()
 			k.procs[c.Tid] = p
+			k.snapshotPids()
 			th.Proc = p
 		}
 		th.Proc.threads[c.Tid] = th
@@ -381,6 +386,7 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 		delete(p.threads, th.Tid)
 		if len(p.threads) == 0 {
 			delete(k.procs, p.Tgid)
+			k.snapshotPids()
 		}
 	}
 }

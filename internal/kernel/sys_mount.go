@@ -64,7 +64,11 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 			m.Flags = m.Flags&^(vfs.NoSuid|vfs.NoDev|vfs.NoExec|vfs.ReadOnly) | mflags
 			return 0
 		}
-		if mflags&vfs.ReadOnly == 0 && alwaysRO(m) {
+		if rm, ok := m.FS.(vfs.Remounter); ok {
+			if err := rm.Remount(mflags&vfs.ReadOnly != 0); err != nil {
+				return errno(err)
+			}
+		} else if mflags&vfs.ReadOnly == 0 && alwaysRO(m) {
 			return -abi.EROFS
 		}
 		m.Flags = mflags

@@ -192,8 +192,9 @@ func (c *call) sysUnlink(dirfd int, pathAddr uint64, flags int) int64 {
 }
 
 func (c *call) sysRename(olddirfd int, oldAddr uint64, newdirfd int, newAddr uint64, flags uint) int64 {
-	if flags != 0 {
-		return -abi.EINVAL // RENAME_NOREPLACE/EXCHANGE/WHITEOUT come with ext4 writes
+	const noReplace, exchange = 1, 2 // RENAME_NOREPLACE, RENAME_EXCHANGE
+	if flags&^(noReplace|exchange) != 0 || flags == noReplace|exchange {
+		return -abi.EINVAL // RENAME_WHITEOUT is for overlayfs
 	}
 	odir, owd, oname, _, r := c.parentOf(olddirfd, oldAddr)
 	if r < 0 {
@@ -229,8 +230,16 @@ func (c *call) sysRename(olddirfd int, oldAddr uint64, newdirfd int, newAddr uin
 			return -abi.EINVAL
 		}
 	}
-	if err := owd.Rename(oname, nwd, nname); err != nil {
-		return errno(err)
+	var err2 error
+	if flags == 0 {
+		err2 = owd.Rename(oname, nwd, nname)
+	} else if rn, ok := owd.(vfs.Renamer); ok {
+		err2 = rn.RenameFlags(oname, nwd, nname, uint32(flags))
+	} else {
+		err2 = syscall.EINVAL
+	}
+	if err2 != nil {
+		return errno(err2)
 	}
 	c.k.vfs.Forget(odir, oname)
 	c.k.vfs.Forget(ndir, nname)

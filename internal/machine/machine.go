@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,6 +64,10 @@ type machine struct {
 
 	logMu sync.Mutex
 	dmesg bytes.Buffer
+
+	// kern is the running boot's kernel (nil between boots), for the
+	// root filesystem's questions about open files.
+	kern atomic.Pointer[kernel.Kernel]
 }
 
 // logf writes a kernel log line: to the log buffer always, to stderr
@@ -197,6 +202,13 @@ func (m *machine) run(args []string) int {
 	if code >= 0 {
 		return code
 	}
+	// A clean unmount at every end but the engine's own death: the
+	// page cache is written back and the filesystem marked clean.
+	defer func() {
+		if err := root.Close(); err != nil {
+			m.errorf("EXT4-fs (ubda): unmount: %v", err)
+		}
+	}()
 
 	con, err := m.console()
 	if err != nil {
@@ -255,15 +267,36 @@ func (m *machine) openDisks() (disks []ubd.Device, root *extfs.FS, code int) {
 		m.errorf("%v", &PanicError{"VFS: Unable to mount root fs on unknown-block(98,0)"})
 		return disks, nil, 1
 	}
-	fs, err := ext4.Open(d, d.Size(), nil)
+	ro := m.cfg.ReadOnly || d.ReadOnly()
+	if !m.cfg.ReadOnly && d.ReadOnly() {
+		m.logf("ubda: write-protected, mounting read-only")
+	}
+	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[0].NoTrim, Logf: m.logf,
+		InUse: func(name string, ino uint64) bool {
+			k := m.kern.Load()
+			return k == nil || k.HostFileInUse(name, ino)
+		}}
+	fs, err := extfs.Mount(d, d.Size(), opts)
+	if err != nil && !ro && errors.Is(err, ext4.ErrReadOnly) {
+		// A filesystem this driver reads but cannot write (ext2/ext3
+		// block maps, inline data…): mounted read-only, with the reason.
+		m.logf("EXT4-fs (ubda): %v; mounting read-only", err)
+		opts.ReadOnly = true
+		fs, err = extfs.Mount(d, d.Size(), opts)
+	}
 	if err != nil {
 		m.errorf("EXT4-fs (ubda): %v", err)
 		m.errorf("%v", &PanicError{"VFS: Unable to mount root fs on unknown-block(98,0)"})
 		return disks, nil, 1
 	}
-	m.logf("EXT4-fs (ubda): mounted filesystem without journal (read-only: the writable driver is not in this build).")
-	m.logf("VFS: Mounted root (ext4 filesystem) readonly on device 98:0.")
-	return disks, extfs.New(fs), -1
+	if fs.Writable() {
+		m.logf("EXT4-fs (ubda): mounted filesystem without journal (read-write; written back on sync, close and every 5 s).")
+		m.logf("VFS: Mounted root (ext4 filesystem) on device 98:0.")
+	} else {
+		m.logf("EXT4-fs (ubda): mounted filesystem without journal (read-only).")
+		m.logf("VFS: Mounted root (ext4 filesystem) readonly on device 98:0.")
+	}
+	return disks, fs, -1
 }
 
 // console brings up con0 (nil when it is "none").
@@ -295,7 +328,11 @@ func (t ttyConsole) Rdev() uint64 { return t.c.Rdev() }
 
 // boot runs the guest once. again is true for a reboot.
 func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []string, sigs chan os.Signal) (status int, again bool) {
-	v := vfs.New(root, "/dev/ubda", vfs.ReadOnly, vfs.Mkdev(98, 0))
+	var rflags uintptr
+	if !root.Writable() {
+		rflags = vfs.ReadOnly
+	}
+	v := vfs.New(root, "/dev/ubda", rflags, vfs.Mkdev(98, 0))
 	halted := make(chan kernel.HaltMode, 1)
 	kcfg := kernel.Config{VFS: v, Hostname: imageHostname(v), Mem: m.cfg.Mem, Cmdline: m.procCmdline,
 		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }}
@@ -330,6 +367,10 @@ func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []s
 		return 1, false
 	}
 	defer k.Close()
+	m.kern.Store(k)
+	defer m.kern.Store(nil)
+	// Whatever ends this boot, what the guest wrote reaches the image.
+	defer root.Sync()
 	// devtmpfs is mounted on /dev, as the C kernel (CONFIG_DEVTMPFS_MOUNT)
 	// does, when the image has a /dev directory.
 	if d, err := (&vfs.Walker{V: v, Root: v.Root(), Cwd: v.Root()}).Lookup("/dev", true); err == nil {

@@ -141,3 +141,35 @@ type FS interface {
 	// their lookups and listings are never cached.
 	Dynamic() bool
 }
+
+// Renamer is a directory whose renames take renameat2's flags
+// (RENAME_NOREPLACE, RENAME_EXCHANGE). Directories without it take none.
+type Renamer interface {
+	RenameFlags(name string, to WritableDir, newname string, flags uint32) error
+}
+
+// Xattrs is a node with extended attributes. Nodes without it have none
+// (getxattr: ENODATA; setxattr: EOPNOTSUPP).
+type Xattrs interface {
+	Getxattr(name string) ([]byte, error)
+	Listxattr() ([]string, error)
+	// Setxattr's flags are XATTR_CREATE and XATTR_REPLACE.
+	Setxattr(name string, value []byte, flags int) error
+	Removexattr(name string) error
+}
+
+// Syncer is a node whose data can be made durable: fsync, fdatasync.
+type Syncer interface {
+	Sync(dataOnly bool) error
+}
+
+// SyncFS is a filesystem that can be made durable: sync, syncfs.
+type SyncFS interface {
+	Sync() error
+}
+
+// Remounter is a filesystem that can switch between read-write and
+// read-only (mount -o remount,ro|rw). Others cannot become writable.
+type Remounter interface {
+	Remount(readOnly bool) error
+}

@@ -1,43 +1,111 @@
 // Package extfs presents an ext2/3/4 image (internal/ext4) as a vfs
-// filesystem, read-only for now. A regular file opened by a guest is a
-// memfd filled with the file's content once per inode (the inode's page
-// cache), re-opened for each guest open.
+// filesystem, read-only (New) or read-write (Mount).
+//
+// A regular file opened by a guest is the inode's page cache: a memfd
+// filled with the file's content on first open and re-opened for each
+// guest open, so guest reads, writes and mmaps run natively on the host.
+// On a read-write mount the page cache is written back to the image
+// (cache.go) on fsync and sync, when the last writer closes the file, every
+// few seconds, at remount read-only and at unmount; metadata changes go
+// to the driver at once and reach the image at the same points.
 package extfs
 
 import (
 	"os"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/umltools/umltools/internal/ext4"
-	"github.com/umltools/umltools/internal/fs/memfd"
 	"github.com/umltools/umltools/internal/vfs"
 )
 
 // Magic is EXT4_SUPER_MAGIC, statfs's f_type for ext2/3/4.
 const Magic = 0xef53
 
-// FS is a mounted ext4 image.
-type FS struct {
-	fs    *ext4.FS
-	mu    sync.Mutex
-	cache map[uint32]*os.File // page cache memfds by inode
+// Options configure a read-write mount.
+type Options struct {
+	// ReadOnly mounts read-only (a later Remount may make it writable).
+	ReadOnly bool
+	// Discard frees the host blocks behind freed extents (ubdN without t).
+	Discard bool
+	// Writeback is the period of the background write-back (default 5 s;
+	// negative disables it).
+	Writeback time.Duration
+	// Logf receives the driver's warnings and write-back errors.
+	Logf func(format string, a ...any)
+	// InUse reports whether any guest still holds the host file named
+	// name with inode hostIno (an fd or a mapping). It decides when an
+	// unlinked file that was open is freed; nil keeps such files until
+	// unmount.
+	InUse func(name string, hostIno uint64) bool
 }
 
-// New wraps an opened ext4 filesystem.
-func New(f *ext4.FS) *FS { return &FS{fs: f, cache: map[uint32]*os.File{}} }
+// FS is a mounted ext4 image.
+type FS struct {
+	drv  atomic.Pointer[ext4.FS]
+	dev  ext4.Device // nil for a read-only New
+	size int64
+	opts Options
+
+	mu    sync.Mutex
+	cache map[uint32]*page // page cache by inode
+	wd    map[int32]*page  // inotify watch → page
+	ino   int              // inotify fd (-1 when none)
+
+	dirty  atomic.Bool // metadata changed since the last driver Sync
+	stop   chan struct{}
+	done   sync.WaitGroup
+	closed bool
+}
+
+// New wraps a filesystem opened read-only.
+func New(f *ext4.FS) *FS {
+	fs := &FS{cache: map[uint32]*page{}, wd: map[int32]*page{}, ino: -1}
+	fs.drv.Store(f)
+	return fs
+}
+
+// Mount opens the filesystem on dev (size bytes) read-write, unless
+// o.ReadOnly, and starts its write-back.
+func Mount(dev ext4.Device, size int64, o Options) (*FS, error) {
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	if o.Writeback == 0 {
+		o.Writeback = 5 * time.Second
+	}
+	drv, err := ext4.OpenDevice(dev, size, &ext4.Options{Writable: !o.ReadOnly, Discard: o.Discard, Logf: o.Logf})
+	if err != nil {
+		return nil, err
+	}
+	f := &FS{dev: dev, size: size, opts: o, cache: map[uint32]*page{}, wd: map[int32]*page{}, ino: -1,
+		stop: make(chan struct{})}
+	f.drv.Store(drv)
+	if err := f.startWatch(); err != nil {
+		o.Logf("extfs: no close notifications (%v): files are written back at sync and periodically only", err)
+	}
+	if o.Writeback > 0 {
+		f.done.Add(1)
+		go f.flusher(o.Writeback)
+	}
+	return f, nil
+}
+
+// fs returns the current driver (Remount replaces it).
+func (f *FS) fs() *ext4.FS { return f.drv.Load() }
+
+// Writable reports whether the filesystem is mounted read-write.
+func (f *FS) Writable() bool { return f.fs().Writable() }
 
 // Root returns the root directory (inode 2).
 func (f *FS) Root() vfs.DirNode {
-	n, err := f.node(2)
-	if err != nil {
-		return &dir{node{fs: f, ino: 2, in: &ext4.Inode{Ino: 2, Mode: syscall.S_IFDIR | 0o755, Nlink: 2}}}
-	}
-	if d, ok := n.(*dir); ok {
+	n, err := f.node(ext4.RootIno)
+	if d, ok := n.(*dir); ok && err == nil {
 		return d
 	}
-	return &dir{node{fs: f, ino: 2, in: &ext4.Inode{Ino: 2, Mode: syscall.S_IFDIR | 0o755, Nlink: 2}}}
+	return &dir{node{fs: f, ino: ext4.RootIno, in: &ext4.Inode{Ino: ext4.RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2}}}
 }
 
 // Type returns "ext4".
@@ -48,24 +116,13 @@ func (f *FS) Dynamic() bool { return false }
 
 // Statfs reports the superblock's counts.
 func (f *FS) Statfs() vfs.Statfs {
-	s := f.fs.Statfs()
+	s := f.fs().Statfs()
 	return vfs.Statfs{Type: Magic, Bsize: s.BlockSize, Blocks: s.Blocks, Bfree: s.FreeBlocks,
 		Bavail: s.AvailBlocks, Files: s.Inodes, Ffree: s.FreeInodes, NameLen: int64(s.NameLen)}
 }
 
-// Close releases the page cache.
-func (f *FS) Close() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for ino, m := range f.cache {
-		m.Close()
-		delete(f.cache, ino)
-	}
-	return nil
-}
-
 func (f *FS) node(ino uint32) (vfs.Node, error) {
-	in, err := f.fs.Inode(ino)
+	in, err := f.fs().Inode(ino)
 	if err != nil {
 		return nil, err
 	}
@@ -81,19 +138,41 @@ func (f *FS) node(ino uint32) (vfs.Node, error) {
 	return &n, nil
 }
 
+// Ino is the node's inode number (tests, and identity across lookups).
+func (n *node) Ino() uint32 { return n.ino }
+
 type node struct {
 	fs  *FS
 	ino uint32
-	in  *ext4.Inode
+	in  *ext4.Inode // as loaded; a writable mount reloads it in Attr
+}
+
+// inode returns the node's current inode.
+func (n *node) inode() (*ext4.Inode, error) {
+	if n.fs.dev == nil || !n.fs.fs().Writable() {
+		return n.in, nil
+	}
+	in, err := n.fs.fs().Inode(n.ino)
+	if err != nil {
+		return nil, err
+	}
+	n.in = in
+	return in, nil
 }
 
 func (n *node) Attr() (vfs.Attr, error) {
-	in := n.in
+	in, err := n.inode()
+	if err != nil {
+		return vfs.Attr{}, err
+	}
 	a := vfs.Attr{Ino: uint64(in.Ino), Mode: uint32(in.Mode), Nlink: uint32(in.Nlink), Uid: in.Uid, Gid: in.Gid,
-		Size: int64(in.Size), Blocks: int64(in.Blocks), Blksize: int32(n.fs.fs.BlockSize()),
+		Size: int64(in.Size), Blocks: int64(in.Blocks), Blksize: int32(n.fs.fs().BlockSize()),
 		Atime: in.Atime, Mtime: in.Mtime, Ctime: in.Ctime, Btime: in.Crtime}
 	if t := in.Mode & syscall.S_IFMT; t == syscall.S_IFCHR || t == syscall.S_IFBLK {
 		a.Rdev = vfs.Mkdev(in.RdevMajor, in.RdevMinor)
+	}
+	if t := in.Mode & syscall.S_IFMT; t == syscall.S_IFREG {
+		n.fs.overlay(n.ino, &a)
 	}
 	return a, nil
 }
@@ -101,7 +180,7 @@ func (n *node) Attr() (vfs.Attr, error) {
 type dir struct{ node }
 
 func (d *dir) Lookup(_ *vfs.Ctx, name string) (vfs.Node, error) {
-	ino, err := d.fs.fs.Lookup(d.ino, name)
+	ino, err := d.fs.fs().Lookup(d.ino, name)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +189,7 @@ func (d *dir) Lookup(_ *vfs.Ctx, name string) (vfs.Node, error) {
 
 func (d *dir) ReadDir(_ *vfs.Ctx) ([]vfs.Dirent, error) {
 	var out []vfs.Dirent
-	err := d.fs.fs.ReadDir(d.ino, 0, func(e ext4.DirEntry) bool {
+	err := d.fs.fs().ReadDir(d.ino, 0, func(e ext4.DirEntry) bool {
 		if e.Name != "." && e.Name != ".." {
 			out = append(out, vfs.Dirent{Name: e.Name, Ino: uint64(e.Ino), Type: e.Type})
 		}
@@ -121,40 +200,15 @@ func (d *dir) ReadDir(_ *vfs.Ctx) ([]vfs.Dirent, error) {
 
 type link struct{ node }
 
-func (l *link) Readlink(_ *vfs.Ctx) (string, error) { return l.fs.fs.Readlink(l.ino) }
+func (l *link) Readlink(_ *vfs.Ctx) (string, error) { return l.fs.fs().Readlink(l.ino) }
 
 type file struct{ node }
 
 // Open returns a re-open of the inode's page cache memfd.
 func (fl *file) Open(_ *vfs.Ctx, flags int) (*os.File, error) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	if (write || flags&syscall.O_TRUNC != 0) && !fl.fs.fs().Writable() {
 		return nil, syscall.EROFS
 	}
-	f := fl.fs
-	f.mu.Lock()
-	m := f.cache[fl.ino]
-	f.mu.Unlock()
-	if m == nil {
-		h, err := f.fs.Open(fl.ino)
-		if err != nil {
-			return nil, err
-		}
-		nm, err := memfd.New("ext4:" + strconv.FormatUint(uint64(fl.ino), 10))
-		if err != nil {
-			return nil, err
-		}
-		if err := memfd.Fill(nm, h, h.Size()); err != nil {
-			nm.Close()
-			return nil, err
-		}
-		f.mu.Lock()
-		if m = f.cache[fl.ino]; m == nil {
-			f.cache[fl.ino] = nm
-			m = nm
-		} else {
-			nm.Close()
-		}
-		f.mu.Unlock()
-	}
-	return memfd.Reopen(m, flags)
+	return fl.fs.open(fl.ino, flags)
 }

@@ -1,0 +1,455 @@
+package extfs
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/ext4"
+	"github.com/umltools/umltools/internal/fs/memfd"
+	"github.com/umltools/umltools/internal/vfs"
+)
+
+// The page cache of one inode is a memfd the guest's fds re-open. What
+// the image holds is remembered as one crc32c per chunk (zero-padded to
+// chunk bytes), so a write-back compares the memfd with it and writes
+// only the chunks that changed: no write tracking is needed, and writes
+// through shared mappings are found like write(2)s.
+const chunk = 64 << 10
+
+var (
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+	zeroChunk  = make([]byte, chunk)
+	zeroSum    = crc32.Checksum(zeroChunk, castagnoli)
+)
+
+// page is one inode's page cache.
+type page struct {
+	ino  uint32
+	name string // the memfd's name, "ext4:<ino>"
+
+	mu      sync.Mutex // serialises write-back and size changes
+	f       *os.File   // the engine's descriptor of the memfd
+	hostIno uint64
+	wd      int32 // inotify watch, -1 for none
+
+	// What the image holds: its size, the memfd mtime it was last
+	// written back at, and the chunk sums.
+	size  int64
+	mtime unix.Timespec
+	sums  []uint32
+
+	// written is set when the memfd is opened for writing, and cleared
+	// by a write-back that saw the last writer gone; while it is set
+	// every write-back compares the content (mmap writes leave the
+	// mtime alone).
+	written bool
+	// orphan: unlinked while the guest may hold it; the driver keeps
+	// the inode (Hold) until nobody does.
+	orphan bool
+}
+
+// sumOf is the crc32c of b zero-padded to a chunk.
+func sumOf(b []byte) uint32 {
+	s := crc32.Checksum(b, castagnoli)
+	if len(b) < chunk {
+		s = crc32.Update(s, castagnoli, zeroChunk[:chunk-len(b)])
+	}
+	return s
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if *(*uint64)(unsafe.Pointer(&b[0])) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// open returns a re-open of ino's memfd for a guest open with flags,
+// filling it on first use.
+func (f *FS) open(ino uint32, flags int) (*os.File, error) {
+	p, err := f.page(ino, flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.f == nil {
+		return nil, syscall.ENOENT // freed meanwhile
+	}
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		p.written = true
+		if flags&syscall.O_TRUNC != 0 {
+			if err := p.f.Truncate(0); err != nil {
+				return nil, fmt.Errorf("%s: %w", p.f.Name(), err)
+			}
+		}
+	}
+	return memfd.Reopen(p.f, flags)
+}
+
+// page returns ino's page cache, creating and filling it when needed.
+// With trunc (a first open with O_TRUNC) the image file is truncated
+// instead of read.
+func (f *FS) page(ino uint32, trunc bool) (*page, error) {
+	f.mu.Lock()
+	p := f.cache[ino]
+	f.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	drv := f.fs()
+	if trunc {
+		if err := drv.Truncate(ino, 0); err != nil {
+			return nil, err
+		}
+		f.dirty.Store(true)
+	}
+	h, err := drv.Open(ino)
+	if err != nil {
+		return nil, err
+	}
+	name := "ext4:" + strconv.FormatUint(uint64(ino), 10)
+	m, err := memfd.New(name)
+	if err != nil {
+		return nil, err
+	}
+	np := &page{ino: ino, name: name, f: m, wd: -1, size: h.Size()}
+	if err := np.fill(h); err != nil {
+		m.Close()
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(m.Fd()), &st); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%s: %w", m.Name(), err)
+	}
+	np.hostIno, np.mtime = st.Ino, st.Mtim
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.cache[ino]; p != nil {
+		m.Close()
+		return p, nil
+	}
+	f.cache[ino] = np
+	f.watch(np)
+	return np, nil
+}
+
+// fill copies the image file into the memfd, leaving zero chunks as
+// holes, and records the chunk sums.
+func (p *page) fill(r io.ReaderAt) error {
+	if err := p.f.Truncate(p.size); err != nil {
+		return fmt.Errorf("%s: %w", p.f.Name(), err)
+	}
+	n := (p.size + chunk - 1) / chunk
+	p.sums = make([]uint32, n)
+	buf := make([]byte, 16*chunk)
+	for off := int64(0); off < p.size; off += int64(len(buf)) {
+		b := buf
+		if p.size-off < int64(len(b)) {
+			b = b[:p.size-off]
+		}
+		got, err := r.ReadAt(b, off)
+		if err != nil && !(errors.Is(err, io.EOF) && got == len(b)) {
+			return fmt.Errorf("%s: reading at %d: %w", p.f.Name(), off, err)
+		}
+		for c := 0; c < len(b); c += chunk {
+			e := min(c+chunk, len(b))
+			part := b[c:e]
+			i := (off + int64(c)) / chunk
+			if isZero(part) {
+				p.sums[i] = zeroSum
+				continue
+			}
+			p.sums[i] = sumOf(part)
+			if _, err := p.f.WriteAt(part, off+int64(c)); err != nil {
+				return fmt.Errorf("%s: %w", p.f.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// cached returns ino's page, or nil.
+func (f *FS) cached(ino uint32) *page {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cache[ino]
+}
+
+// overlay corrects a regular file's attributes with its page cache: the
+// memfd's size is the file's, and a memfd changed since its last
+// write-back has the newer times.
+func (f *FS) overlay(ino uint32, a *vfs.Attr) {
+	p := f.cached(ino)
+	if p == nil {
+		return
+	}
+	var st unix.Stat_t
+	p.mu.Lock()
+	if p.f == nil || unix.Fstat(int(p.f.Fd()), &st) != nil {
+		p.mu.Unlock()
+		return
+	}
+	size, mt := p.size, p.mtime
+	p.mu.Unlock()
+	a.Size = st.Size
+	if st.Size != size || st.Mtim != mt {
+		a.Mtime = time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+		if c := time.Unix(st.Ctim.Sec, st.Ctim.Nsec); c.After(a.Ctime) {
+			a.Ctime = c
+		}
+		if b := st.Blocks; b > a.Blocks {
+			a.Blocks = b
+		}
+	}
+}
+
+// writeback writes ino's page cache to the image if it changed. all
+// forces the content comparison even when no writer was seen.
+func (f *FS) writeback(p *page, all bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.orphan || p.f == nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.f.Fd()), &st); err != nil {
+		return fmt.Errorf("%s: %w", p.f.Name(), err)
+	}
+	if !all && !p.written && st.Size == p.size && st.Mtim == p.mtime {
+		return nil
+	}
+	drv := f.fs()
+	if !drv.Writable() {
+		return nil
+	}
+	f.dirty.Store(true)
+	force := int64(-1) // a chunk to write whatever its sum says
+	if st.Size != p.size {
+		if err := drv.Truncate(p.ino, uint64(st.Size)); err != nil {
+			return fmt.Errorf("ext4 inode %d: truncate to %d: %w", p.ino, st.Size, err)
+		}
+		n := int((st.Size + chunk - 1) / chunk)
+		if n < len(p.sums) {
+			p.sums = p.sums[:n]
+		}
+		// Growing adds zeros, which the zero-padded sums already count.
+		for len(p.sums) < n {
+			p.sums = append(p.sums, zeroSum)
+		}
+		// Shrinking cut the last chunk: its sum no longer says what the
+		// image holds.
+		if st.Size < p.size && st.Size%chunk != 0 {
+			force = st.Size / chunk
+		}
+		p.size = st.Size
+	}
+	buf := make([]byte, chunk)
+	fd := int(p.f.Fd())
+	for off := int64(0); off < st.Size; off += chunk {
+		i := off / chunk
+		n := min(int64(chunk), st.Size-off)
+		if p.sums[i] == zeroSum && i != force {
+			// A hole of the memfd where the image holds zeros.
+			next, err := unix.Seek(fd, off, unix.SEEK_DATA)
+			if errors.Is(err, syscall.ENXIO) || (err == nil && next >= off+n) {
+				continue
+			}
+		}
+		b := buf[:n]
+		if _, err := unix.Pread(fd, b, off); err != nil {
+			return fmt.Errorf("%s: read at %d: %w", p.f.Name(), off, err)
+		}
+		s := sumOf(b)
+		if s == p.sums[i] && i != force {
+			continue
+		}
+		if isZero(b) {
+			if err := drv.Fallocate(p.ino, ext4.FallocPunchHole|ext4.FallocKeepSize, off, n); err != nil {
+				return fmt.Errorf("ext4 inode %d: punch %d+%d: %w", p.ino, off, n, err)
+			}
+		} else {
+			w, err := drv.WriteAt(p.ino, b, off)
+			if err == nil && int64(w) < n {
+				err = syscall.ENOSPC
+			}
+			if err != nil {
+				p.written = true // try again later
+				return fmt.Errorf("ext4 inode %d: write at %d: %w", p.ino, off, err)
+			}
+		}
+		p.sums[i] = s
+	}
+	if st.Mtim != p.mtime {
+		mt := time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
+		if err := drv.SetAttr(p.ino, &ext4.Attr{Mask: ext4.AttrMtime | ext4.AttrCtime, Mtime: mt, Ctime: mt}); err != nil {
+			return fmt.Errorf("ext4 inode %d: times: %w", p.ino, err)
+		}
+		p.mtime = st.Mtim
+	}
+	p.written = false
+	return nil
+}
+
+// pages returns the cached pages.
+func (f *FS) pages() []*page {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*page, 0, len(f.cache))
+	for _, p := range f.cache {
+		out = append(out, p)
+	}
+	return out
+}
+
+// SyncFile writes ino's data (and, unless dataOnly, its metadata with the
+// rest of the driver's dirty state) to the image and flushes the device:
+// fsync and fdatasync.
+func (f *FS) SyncFile(ino uint32, dataOnly bool) error {
+	if p := f.cached(ino); p != nil {
+		if err := f.writeback(p, false); err != nil {
+			return err
+		}
+	}
+	return f.syncDriver()
+}
+
+// Sync writes every changed page and all metadata to the image and
+// flushes the device: sync and syncfs.
+func (f *FS) Sync() error {
+	var first error
+	for _, p := range f.pages() {
+		if err := f.writeback(p, false); err != nil && first == nil {
+			first = err
+		}
+	}
+	if err := f.syncDriver(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+func (f *FS) syncDriver() error {
+	drv := f.fs()
+	if !drv.Writable() || !f.dirty.Swap(false) {
+		return nil
+	}
+	if err := drv.Sync(); err != nil {
+		f.dirty.Store(true)
+		return err
+	}
+	return nil
+}
+
+// flusher is the periodic write-back.
+func (f *FS) flusher(every time.Duration) {
+	defer f.done.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+		}
+		if err := f.Sync(); err != nil {
+			f.opts.Logf("extfs: write-back: %v", err)
+		}
+		f.reapOrphans()
+	}
+}
+
+// Remount switches between read-write and read-only. Going read-only
+// writes everything back and marks the filesystem clean.
+func (f *FS) Remount(readOnly bool) error {
+	if f.dev == nil {
+		if readOnly {
+			return nil
+		}
+		return syscall.EROFS
+	}
+	drv := f.fs()
+	if readOnly == !drv.Writable() {
+		return nil
+	}
+	if readOnly {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		return drv.Close()
+	}
+	nd, err := ext4.OpenDevice(f.dev, f.size, &ext4.Options{Writable: true, Discard: f.opts.Discard, Logf: f.opts.Logf})
+	if err != nil {
+		return err
+	}
+	f.drv.Store(nd)
+	return nil
+}
+
+// Close writes everything back, frees the orphans, marks the filesystem
+// clean and releases the page cache: a clean unmount.
+func (f *FS) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	f.mu.Unlock()
+	if f.stop != nil {
+		close(f.stop)
+	}
+	f.done.Wait()
+	var first error
+	if f.fs().Writable() {
+		first = f.Sync()
+		if err := f.fs().Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ino >= 0 {
+		unix.Close(f.ino)
+		f.ino = -1
+	}
+	for ino, p := range f.cache {
+		p.mu.Lock()
+		p.f.Close()
+		p.f = nil
+		p.mu.Unlock()
+		delete(f.cache, ino)
+	}
+	return first
+}
+
+// Abandon drops the filesystem without writing anything (tests: a crash).
+func (f *FS) Abandon() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	if f.stop != nil {
+		close(f.stop)
+	}
+	f.done.Wait()
+	f.fs().Abandon()
+}
