@@ -345,7 +345,7 @@ func TestBusyboxInit(t *testing.T) {
 	if r.code != 0 {
 		t.Errorf("exit status %d; stderr:\n%s", r.code, r.stderr)
 	}
-	for _, want := range []string{"hello-42", "/dev/ubda / ext4 ro,relatime 0 0", "proc /proc proc rw,relatime 0 0"} {
+	for _, want := range []string{"hello-42", "/dev/ubda / ext4 rw,relatime 0 0", "proc /proc proc rw,relatime 0 0"} {
 		if !hasLine(r.stdout, want) {
 			t.Errorf("no line %q in:\n%s", want, r.stdout)
 		}
