@@ -283,19 +283,9 @@ func (f *FS) writeback(p *page, all bool) error {
 		if s == p.sums[i] && i != force {
 			continue
 		}
-		if isZero(b) {
-			if err := drv.Fallocate(p.ino, ext4.FallocPunchHole|ext4.FallocKeepSize, off, n); err != nil {
-				return fmt.Errorf("ext4 inode %d: punch %d+%d: %w", p.ino, off, n, err)
-			}
-		} else {
-			w, err := drv.WriteAt(p.ino, b, off)
-			if err == nil && int64(w) < n {
-				err = syscall.ENOSPC
-			}
-			if err != nil {
-				p.written = true // try again later
-				return fmt.Errorf("ext4 inode %d: write at %d: %w", p.ino, off, err)
-			}
+		if err := writeRuns(drv, p.ino, b, off); err != nil {
+			p.written = true // try again later
+			return err
 		}
 		p.sums[i] = s
 	}
@@ -307,6 +297,36 @@ func (f *FS) writeback(p *page, all bool) error {
 		p.mtime = st.Mtim
 	}
 	p.written = false
+	return nil
+}
+
+// writeRuns writes chunk b (at off) of ino to the image by 4 KiB runs:
+// runs holding data are written, all-zero runs are punched out, so that
+// sparse files stay sparse.
+func writeRuns(drv *ext4.FS, ino uint32, b []byte, off int64) error {
+	const run = 4096
+	for s := 0; s < len(b); {
+		zero := isZero(b[s:min(s+run, len(b))])
+		e := s
+		for e < len(b) && isZero(b[e:min(e+run, len(b))]) == zero {
+			e = min(e+run, len(b))
+		}
+		n := int64(e - s)
+		if zero {
+			if err := drv.Fallocate(ino, ext4.FallocPunchHole|ext4.FallocKeepSize, off+int64(s), n); err != nil {
+				return fmt.Errorf("ext4 inode %d: punch %d+%d: %w", ino, off+int64(s), n, err)
+			}
+		} else {
+			w, err := drv.WriteAt(ino, b[s:e], off+int64(s))
+			if err == nil && int64(w) < n {
+				err = syscall.ENOSPC
+			}
+			if err != nil {
+				return fmt.Errorf("ext4 inode %d: write at %d: %w", ino, off+int64(s), err)
+			}
+		}
+		s = e
+	}
 	return nil
 }
 
