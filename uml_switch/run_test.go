@@ -397,7 +397,7 @@ func TestUnitFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	unit := string(b)
-	for _, want := range []string{"Type=notify", "-unix /run/uml-utilities/uml_switch.ctl", "RuntimeDirectory=uml-utilities"} {
+	for _, want := range []string{"Type=notify", "UML_SWITCH_CTL=/run/uml-utilities/uml_switch.ctl", "EnvironmentFile=-/etc/default/uml-utilities", "-unix \"$$UML_SWITCH_CTL\""} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("unit lacks %q", want)
 		}
