@@ -67,7 +67,29 @@ func (n *Notification) Task() *Task { return &Task{Tid: n.Pid, Tgid: n.Pid} }
 func (n *Notification) send(val int64, errno int, flags uint32) error {
 	n.answered = true
 	r := abi.SeccompNotifResp{ID: n.ID, Val: val, Error: int32(-errno), Flags: flags}
-	return n.ioctl(abi.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(&r))
+	for {
+		// The kernel takes the listener's lock interruptibly: EINTR
+		// (a Go runtime signal on this thread) means nothing was sent.
+		err := n.ioctl(abi.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(&r))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// Detach hands the answer of n to another goroutine: the returned
+// Notification answers the same syscall (Return, Fail or Continue; not
+// AddFd, which must run on the listener's thread), and n counts as
+// answered for the notification loop, which goes on receiving. The
+// calling thread stays stopped until the detached copy answers, or a
+// signal interrupts the syscall (Valid then reports false and the answer
+// is dropped). Use it for syscalls whose service waits, so that one
+// waiting guest does not stall the others.
+func (n *Notification) Detach() *Notification {
+	d := *n
+	d.answered = false
+	n.answered = true
+	return &d
 }
 
 // Return answers the syscall with result v (>= 0).
