@@ -3,7 +3,9 @@ package sandbox
 import (
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -104,5 +106,57 @@ func TestNotifyEmulate(t *testing.T) {
 		Argv: []string{"probe", "loop", "1000", strconv.Itoa(abi.SYS_GETPPID)}})
 	if out != "4242\n" || ws.ExitStatus() != 0 {
 		t.Errorf("output %q status %v", out, ws)
+	}
+}
+
+// detachHandler answers every getppid but the first from another
+// goroutine, once a getuid (of another process) has been served: the
+// loop must go on receiving while those wait.
+type detachHandler struct {
+	PassThrough
+	mu       sync.Mutex
+	ppids    int
+	release  chan struct{}
+	released bool
+}
+
+func (h *detachHandler) Notify(n *Notification) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch n.Nr {
+	case abi.SYS_GETPPID:
+		h.ppids++
+		if h.ppids == 1 {
+			n.Return(1)
+			return
+		}
+		later := n.Detach()
+		go func() {
+			<-h.release
+			later.Return(4242)
+		}()
+		return
+	case abi.SYS_GETUID:
+		if !h.released {
+			h.released = true
+			close(h.release)
+		}
+	}
+	n.Continue()
+}
+
+// TestNotifyDetach: a notification answered later, from another
+// goroutine, while the loop serves other processes.
+func TestNotifyDetach(t *testing.T) {
+	needBusybox(t)
+	h := &detachHandler{release: make(chan struct{})}
+	ws, out := runGuest(t, Config{Handler: h, Notify: []int{abi.SYS_GETPPID, abi.SYS_GETUID},
+		Argv: []string{"sh", "-c", "sh -c 'echo ppid $PPID' & sleep 0.2; id -u; wait"}})
+	// Which getuid releases it (sleep's, id's) does not matter; that
+	// the waiting answer arrives, and nothing else waited, does.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	sort.Strings(lines)
+	if got := strings.Join(lines, ","); got != "0,ppid 4242" || ws.ExitStatus() != 0 {
+		t.Errorf("output %q status %v, want the lines 0 and ppid 4242", out, ws)
 	}
 }
