@@ -23,6 +23,9 @@ type call struct {
 	args [6]uint64
 	// newfd is the fd an answered open installed (for the trace).
 	newfd int
+	// detached is set when another goroutine answers (and traces) the
+	// syscall later (sys_unix.go).
+	detached bool
 	// strs are the strings read from guest memory, by address (for the
 	// trace).
 	strs map[uint64]string

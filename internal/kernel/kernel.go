@@ -114,6 +114,7 @@ type Kernel struct {
 	phDev    uint64 // st_dev of placeholder directories
 	devfs    vfs.FS
 	procfs   *procfs.FS
+	unix     unixNames // AF_UNIX path bindings (sys_unix.go)
 }
 
 type hostKey struct{ dev, ino uint64 }
@@ -172,7 +173,13 @@ func (k *Kernel) DevFS() vfs.FS { return k.devfs }
 func (k *Kernel) ProcFS() vfs.FS { return k.procfs }
 
 // Close removes the kernel's private host directory.
-func (k *Kernel) Close() error { return k.execDir.Close() }
+func (k *Kernel) Close() error {
+	err := k.unix.close()
+	if e := k.execDir.Close(); e != nil {
+		err = e
+	}
+	return err
+}
 
 // notified are the syscalls served through user notification.
 var notified = []int{
@@ -245,6 +252,7 @@ func Policy() *sandbox.Policy {
 	}
 	// File mmaps act on the memfd the guest holds.
 	p.Rules[abi.SYS_MMAP] = sandbox.Rule{Else: sandbox.RetAllow}
+	unixPolicy(p)
 	return p
 }
 
@@ -301,12 +309,16 @@ func (k *Kernel) Syscall(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 		// the guest's root, which lacks CAP_SYS_RESOURCE on the host.
 		return sandbox.Native()
 	}
+	if isUnixTrap(regs.OrigRax) {
+		return k.unixTrap(t, regs)
+	}
 	// A syscall the filter traps but nobody serves: never let it run.
 	return sandbox.Fail(abi.ENOSYS)
 }
 
-// SyscallExit is unused.
-func (k *Kernel) SyscallExit(*sandbox.Task, *abi.Regs) {}
+// SyscallExit puts guest names in the socket addresses unixTrap asked
+// to see.
+func (k *Kernel) SyscallExit(t *sandbox.Task, regs *abi.Regs) { k.unixTrapExit(t, regs) }
 
 // Event keeps the process table.
 func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
@@ -406,7 +418,7 @@ func (k *Kernel) Notify(n *sandbox.Notification) {
 	c := &call{k: k, n: n, mem: n.Task(), th: th, p: th.Proc, args: n.Args}
 	r := k.dispatch(c)
 	if r == answered {
-		if k.cfg.Trace != nil {
+		if k.cfg.Trace != nil && !c.detached {
 			k.trace(c, int64(c.newfd))
 		}
 		return
