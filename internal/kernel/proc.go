@@ -47,8 +47,11 @@ func (k *Kernel) Owner(pid int) (uint32, uint32, time.Time, bool) {
 }
 
 // hostStat returns the fields of /proc/<tid>/stat after the comm.
-func hostStat(tid int) []string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/stat")
+func hostStat(tid int) []string { return hostStatAt(strconv.Itoa(tid)) }
+
+// hostStatAt returns the fields after the comm of /proc/<rel>/stat.
+func hostStatAt(rel string) []string {
+	b, err := os.ReadFile("/proc/" + rel + "/stat")
 	if err != nil {
 		return nil
 	}
@@ -91,26 +94,13 @@ func (k *Kernel) PidFile(c *vfs.Ctx, pid int, name string) ([]byte, error) {
 	case "cmdline", "environ", "statm":
 		return os.ReadFile(hp + name)
 	case "comm":
-		return []byte(p.Comm + "\n"), nil
+		return []byte(k.threadComm(p, p.Tgid) + "\n"), nil
 	case "mounts":
 		return []byte(k.mountsText(p.FS.Root)), nil
 	case "stat":
-		f := hostStat(p.Tgid)
-		if len(f) < 22 {
-			return nil, syscall.ESRCH
-		}
-		f[1] = strconv.Itoa(k.nsOf(atoi(f[1])))
-		for _, i := range []int{2, 3, 5} {
-			if v := atoi(f[i]); v > 0 {
-				f[i] = strconv.Itoa(k.nsOf(v))
-			}
-		}
-		tty, _ := parseInt(f[4])
-		f[4] = strconv.FormatInt(k.ttyNr(tty), 10)
-		f[19] = strconv.FormatInt(p.Start, 10)
-		return []byte(fmt.Sprintf("%d (%s) %s\n", p.Pid(), p.Comm, strings.Join(f, " "))), nil
+		return k.statText(p, p.Tgid, p.Pid(), false)
 	case "status":
-		return k.status(p)
+		return k.status(p, p.Tgid, p.Pid(), false)
 	case "maps":
 		return k.maps(p)
 	case "mountinfo":
@@ -125,9 +115,78 @@ func (k *Kernel) PidFile(c *vfs.Ctx, pid int, name string) ([]byte, error) {
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
-// status rewrites the host's /proc/<tgid>/status with the guest's ids.
-func (k *Kernel) status(p *Process) ([]byte, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Tgid) + "/status")
+// statText rewrites the host's stat of p (thread false) or of its host
+// thread tid with the guest's ids: id is the guest pid or tid.
+func (k *Kernel) statText(p *Process, tid, id int, thread bool) ([]byte, error) {
+	rel := strconv.Itoa(p.Tgid)
+	if thread {
+		rel = hostTask(p, tid)
+	}
+	f := hostStatAt(rel)
+	if len(f) < 22 {
+		return nil, syscall.ESRCH
+	}
+	f[1] = strconv.Itoa(k.nsOf(atoi(f[1])))
+	for _, i := range []int{2, 3, 5} {
+		if v := atoi(f[i]); v > 0 {
+			f[i] = strconv.Itoa(k.nsOf(v))
+		}
+	}
+	tty, _ := parseInt(f[4])
+	f[4] = strconv.FormatInt(k.ttyNr(tty), 10)
+	start := p.Start
+	if thread && tid != p.Tgid {
+		// A thread started after its process by the difference of
+		// their host start times.
+		if lf := hostStat(p.Tgid); len(lf) >= 22 {
+			start += int64(atoi(f[19]) - atoi(lf[19]))
+		}
+	}
+	f[19] = strconv.FormatInt(start, 10)
+	return []byte(fmt.Sprintf("%d (%s) %s\n", id, k.threadComm(p, tid), strings.Join(f, " "))), nil
+}
+
+// hostTask is the host /proc directory name of thread tid of p: the
+// thread's own under its process's task/ (where a thread's stat is its
+// own, not the whole group's).
+func hostTask(p *Process, tid int) string {
+	return strconv.Itoa(p.Tgid) + "/task/" + strconv.Itoa(tid)
+}
+
+// threadComm is the name of host thread tid of p: the name the guest
+// gave it (prctl PR_SET_NAME, pthread_setname_np) if it gave one, else
+// the process's (the host's comm after exec names the engine's copy of
+// the image, not what the guest ran).
+func (k *Kernel) threadComm(p *Process, tid int) string {
+	b, err := os.ReadFile("/proc/" + hostTask(p, tid) + "/comm")
+	if err != nil {
+		return p.Comm
+	}
+	host := strings.TrimSuffix(string(b), "\n")
+	if host == p.Comm {
+		return host
+	}
+	for _, h := range k.execs {
+		if commOf(h) == host {
+			return p.Comm
+		}
+	}
+	for _, h := range k.loaders {
+		if commOf(h) == host {
+			return p.Comm
+		}
+	}
+	return host
+}
+
+// status rewrites the host's status of p (thread false) or of its host
+// thread tid with the guest's ids: id is the guest pid or tid.
+func (k *Kernel) status(p *Process, tid, id int, thread bool) ([]byte, error) {
+	rel := strconv.Itoa(p.Tgid)
+	if thread {
+		rel = hostTask(p, tid)
+	}
+	b, err := os.ReadFile("/proc/" + rel + "/status")
 	if err != nil {
 		return nil, syscall.ESRCH
 	}
@@ -148,13 +207,13 @@ func (k *Kernel) status(p *Process) ([]byte, error) {
 		key, val, _ := strings.Cut(line, ":")
 		switch key {
 		case "Name":
-			val = "\t" + p.Comm
+			val = "\t" + k.threadComm(p, tid)
 		case "Umask":
 			val = fmt.Sprintf("\t%04o", p.FS.Umask)
 		case "Tgid", "NStgid":
 			val = "\t" + strconv.Itoa(p.Pid())
 		case "Pid", "NSpid":
-			val = "\t" + strconv.Itoa(p.Pid())
+			val = "\t" + strconv.Itoa(id)
 		case "PPid":
 			val = "\t" + strconv.Itoa(ppid)
 		case "TracerPid":
@@ -179,6 +238,60 @@ func (k *Kernel) status(p *Process) ([]byte, error) {
 		out.WriteString(key + ":" + val + "\n")
 	}
 	return []byte(out.String()), nil
+}
+
+// Tids lists the guest tids of process pid's threads.
+func (k *Kernel) Tids(pid int) []int {
+	p := k.byPid(pid)
+	if p == nil {
+		return nil
+	}
+	out := make([]int, 0, len(p.threads))
+	for _, th := range p.threads {
+		if id := th.NsID(); id > 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// TaskOf returns the guest pid of the process whose thread has guest
+// tid tid.
+func (k *Kernel) TaskOf(tid int) (int, bool) {
+	th := k.byTid(tid)
+	if th == nil {
+		return 0, false
+	}
+	return th.Proc.Pid(), true
+}
+
+func (k *Kernel) byTid(tid int) *Thread {
+	for _, th := range k.threads {
+		if th.NsID() == tid {
+			return th
+		}
+	}
+	return nil
+}
+
+// TaskFile generates /proc/<pid>/task/<tid>/<name>.
+func (k *Kernel) TaskFile(c *vfs.Ctx, pid, tid int, name string) ([]byte, error) {
+	th := k.byTid(tid)
+	if th == nil || th.Proc.Pid() != pid {
+		return nil, syscall.ESRCH
+	}
+	p := th.Proc
+	switch name {
+	case "stat":
+		return k.statText(p, th.Tid, tid, true)
+	case "status":
+		return k.status(p, th.Tid, tid, true)
+	case "comm":
+		return []byte(k.threadComm(p, th.Tid) + "\n"), nil
+	case "statm", "limits", "oom_score_adj":
+		return os.ReadFile("/proc/" + hostTask(p, th.Tid) + "/" + name)
+	}
+	return k.PidFile(c, pid, name)
 }
 
 // PidLink resolves cwd, exe and root.

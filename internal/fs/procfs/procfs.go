@@ -37,6 +37,13 @@ type Source interface {
 	// Sys generates a file of /proc/sys, named by its path below it
 	// ("kernel/hostname").
 	Sys(c *vfs.Ctx, path string) ([]byte, error)
+	// Tids lists the guest tids of process pid's threads.
+	Tids(pid int) []int
+	// TaskOf returns the guest pid of the process thread tid is in.
+	TaskOf(tid int) (pid int, ok bool)
+	// TaskFile generates /proc/<pid>/task/<tid>/<name>: the thread's own
+	// stat, status and comm; the process's for the rest.
+	TaskFile(c *vfs.Ctx, pid, tid int, name string) ([]byte, error)
 }
 
 // pidFiles are the regular files of each /proc/<pid>.
@@ -111,6 +118,11 @@ func (r *root) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
 		return nil, syscall.ENOENT
 	}
 	if _, _, _, ok := r.f.src.Owner(pid); !ok {
+		// A thread's tid names its directory too, unlisted, as in
+		// Linux.
+		if tg, ok := r.f.src.TaskOf(pid); ok {
+			return &pidDir{f: r.f, pid: tg, tid: pid}, nil
+		}
 		return nil, syscall.ENOENT
 	}
 	return &pidDir{f: r.f, pid: pid}, nil
@@ -175,6 +187,7 @@ type file struct {
 	ino  uint64
 	name string
 	pid  int  // 0 for machine-wide files
+	tid  int  // a thread's file (task/<tid>/), 0 for the process's
 	sys  bool // a /proc/sys file: name is its path below /proc/sys
 	uid  uint32
 	gid  uint32
@@ -198,27 +211,40 @@ func (fl *file) Open(c *vfs.Ctx, flags int) (*os.File, error) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, syscall.EACCES
 	}
-	var b []byte
-	var err error
-	path := "/proc/"
-	if fl.sys {
-		b, err = fl.f.src.Sys(c, fl.name)
-		path += "sys/"
-	} else if fl.pid == 0 {
-		b, err = fl.f.src.File(c, fl.name)
-	} else {
-		b, err = fl.f.src.PidFile(c, fl.pid, fl.name)
-		path += strconv.Itoa(fl.pid) + "/"
-	}
+	b, path, err := fl.content(c)
 	if err != nil {
 		return nil, err
 	}
-	return memfd.FromBytes("proc:"+path+fl.name, b)
+	return memfd.FromBytes(path, b)
 }
 
+// content generates the file and names it for its memfd.
+func (fl *file) content(c *vfs.Ctx) ([]byte, string, error) {
+	var b []byte
+	var err error
+	path := "proc:/proc/"
+	switch {
+	case fl.sys:
+		b, err = fl.f.src.Sys(c, fl.name)
+		path += "sys/"
+	case fl.pid == 0:
+		b, err = fl.f.src.File(c, fl.name)
+	case fl.tid != 0:
+		b, err = fl.f.src.TaskFile(c, fl.pid, fl.tid, fl.name)
+		path += strconv.Itoa(fl.pid) + "/task/" + strconv.Itoa(fl.tid) + "/"
+	default:
+		b, err = fl.f.src.PidFile(c, fl.pid, fl.name)
+		path += strconv.Itoa(fl.pid) + "/"
+	}
+	return b, path + fl.name, err
+}
+
+// pidDir is /proc/<pid>, or with tid set a thread's directory
+// (/proc/<pid>/task/<tid>, or the unlisted /proc/<tid>).
 type pidDir struct {
 	f   *FS
 	pid int
+	tid int
 }
 
 func (d *pidDir) owner() (uint32, uint32, time.Time) {
@@ -226,36 +252,88 @@ func (d *pidDir) owner() (uint32, uint32, time.Time) {
 	return uid, gid, t
 }
 
+// ino numbers the directory's entries: a thread's are its tid's, past
+// the process's (a leader's tid is its pid).
+func (d *pidDir) ino(idx int) uint64 {
+	if d.tid != 0 {
+		return pidIno(d.tid, 128+idx)
+	}
+	return pidIno(d.pid, idx)
+}
+
 func (d *pidDir) Attr() (vfs.Attr, error) {
 	uid, gid, t := d.owner()
-	return d.f.attr(pidIno(d.pid, 0), syscall.S_IFDIR|0o555, uid, gid, t), nil
+	return d.f.attr(d.ino(0), syscall.S_IFDIR|0o555, uid, gid, t), nil
 }
 
 func (d *pidDir) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
 	uid, gid, t := d.owner()
 	for i, n := range pidFiles {
 		if n == name {
-			return &file{f: d.f, ino: pidIno(d.pid, 1+i), name: name, pid: d.pid, uid: uid, gid: gid, t: t}, nil
+			return &file{f: d.f, ino: d.ino(1 + i), name: name, pid: d.pid, tid: d.tid, uid: uid, gid: gid, t: t}, nil
 		}
 	}
 	for i, n := range pidLinks {
 		if n == name {
-			return &pidLink{f: d.f, ino: pidIno(d.pid, 32+i), name: name, pid: d.pid, uid: uid, gid: gid, t: t}, nil
+			return &pidLink{f: d.f, ino: d.ino(32 + i), name: name, pid: d.pid, uid: uid, gid: gid, t: t}, nil
 		}
 	}
-	if name == "fd" {
-		return &fdDir{f: d.f, pid: d.pid, uid: uid, gid: gid, t: t}, nil
+	switch name {
+	case "fd":
+		return &fdDir{f: d.f, pid: d.pid, ino: d.ino(64), uid: uid, gid: gid, t: t}, nil
+	case "task":
+		if d.tid == 0 {
+			return &taskDir{f: d.f, pid: d.pid, uid: uid, gid: gid, t: t}, nil
+		}
 	}
 	return nil, syscall.ENOENT
 }
 
 func (d *pidDir) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
-	out := []vfs.Dirent{{Name: "fd", Ino: pidIno(d.pid, 64), Type: syscall.DT_DIR}}
+	out := []vfs.Dirent{{Name: "fd", Ino: d.ino(64), Type: syscall.DT_DIR}}
+	if d.tid == 0 {
+		out = append(out, vfs.Dirent{Name: "task", Ino: d.ino(65), Type: syscall.DT_DIR})
+	}
 	for i, n := range pidFiles {
-		out = append(out, vfs.Dirent{Name: n, Ino: pidIno(d.pid, 1+i), Type: syscall.DT_REG})
+		out = append(out, vfs.Dirent{Name: n, Ino: d.ino(1 + i), Type: syscall.DT_REG})
 	}
 	for i, n := range pidLinks {
-		out = append(out, vfs.Dirent{Name: n, Ino: pidIno(d.pid, 32+i), Type: syscall.DT_LNK})
+		out = append(out, vfs.Dirent{Name: n, Ino: d.ino(32 + i), Type: syscall.DT_LNK})
+	}
+	return out, nil
+}
+
+// taskDir is /proc/<pid>/task: a directory per thread.
+type taskDir struct {
+	f        *FS
+	pid      int
+	uid, gid uint32
+	t        time.Time
+}
+
+func (d *taskDir) Attr() (vfs.Attr, error) {
+	return d.f.attr(pidIno(d.pid, 65), syscall.S_IFDIR|0o555, d.uid, d.gid, d.t), nil
+}
+
+func (d *taskDir) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
+	tid, err := strconv.Atoi(name)
+	if err != nil || strconv.Itoa(tid) != name {
+		return nil, syscall.ENOENT
+	}
+	for _, t := range d.f.src.Tids(d.pid) {
+		if t == tid {
+			return &pidDir{f: d.f, pid: d.pid, tid: tid}, nil
+		}
+	}
+	return nil, syscall.ENOENT
+}
+
+func (d *taskDir) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
+	tids := d.f.src.Tids(d.pid)
+	sort.Ints(tids)
+	out := make([]vfs.Dirent, 0, len(tids))
+	for _, t := range tids {
+		out = append(out, vfs.Dirent{Name: strconv.Itoa(t), Ino: pidIno(t, 128), Type: syscall.DT_DIR})
 	}
 	return out, nil
 }
@@ -278,12 +356,13 @@ func (l *pidLink) Readlink(c *vfs.Ctx) (string, error) { return l.f.src.PidLink(
 type fdDir struct {
 	f        *FS
 	pid      int
+	ino      uint64
 	uid, gid uint32
 	t        time.Time
 }
 
 func (d *fdDir) Attr() (vfs.Attr, error) {
-	return d.f.attr(pidIno(d.pid, 64), syscall.S_IFDIR|0o500, d.uid, d.gid, d.t), nil
+	return d.f.attr(d.ino, syscall.S_IFDIR|0o500, d.uid, d.gid, d.t), nil
 }
 
 func (d *fdDir) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {

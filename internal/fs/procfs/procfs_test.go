@@ -2,7 +2,9 @@ package procfs
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +29,20 @@ func (fakeSource) Sys(_ *vfs.Ctx, path string) ([]byte, error) { return []byte(p
 
 func (fakeSource) File(_ *vfs.Ctx, name string) ([]byte, error) {
 	return []byte("machine " + name), nil
+}
+
+// Process 7 has threads 7 and 9.
+func (fakeSource) Tids(pid int) []int {
+	if pid == 7 {
+		return []int{9, 7}
+	}
+	return []int{pid}
+}
+
+func (fakeSource) TaskOf(tid int) (int, bool) { return 7, tid == 9 }
+
+func (fakeSource) TaskFile(_ *vfs.Ctx, pid, tid int, name string) ([]byte, error) {
+	return []byte(fmt.Sprintf("%s of %d/%d", name, pid, tid)), nil
 }
 
 func TestTree(t *testing.T) {
@@ -98,4 +114,102 @@ func TestTree(t *testing.T) {
 	if string(b) != "machine meminfo" {
 		t.Errorf("meminfo %q", b)
 	}
+}
+
+// read opens a node of the tree by path and returns its content.
+func read(t *testing.T, root vfs.DirNode, c *vfs.Ctx, path string) (string, error) {
+	t.Helper()
+	n, err := walk(root, c, path)
+	if err != nil {
+		return "", err
+	}
+	f, err := n.(vfs.OpenNode).Open(c, syscall.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	return string(b), err
+}
+
+func walk(root vfs.DirNode, c *vfs.Ctx, path string) (vfs.Node, error) {
+	var n vfs.Node = root
+	for _, name := range strings.Split(path, "/") {
+		d, ok := n.(vfs.DirNode)
+		if !ok {
+			return nil, syscall.ENOTDIR
+		}
+		var err error
+		if n, err = d.Lookup(c, name); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func TestTasks(t *testing.T) {
+	root := New(fakeSource{}).Root()
+	c := &vfs.Ctx{Who: func() (int, int) { return 7, 9 }}
+	task, err := walk(root, c, "7/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := task.(vfs.DirNode).ReadDir(c)
+	if len(ents) != 2 || ents[0].Name != "7" || ents[1].Name != "9" || ents[0].Type != syscall.DT_DIR {
+		t.Errorf("/proc/7/task: %+v", ents)
+	}
+	if ents[0].Ino == ents[1].Ino {
+		t.Errorf("threads share an inode: %+v", ents)
+	}
+	pents, _ := mustDir(t, root, c, "7").ReadDir(c)
+	if !hasEntry(pents, "task") {
+		t.Errorf("/proc/7 lists no task: %+v", pents)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"7/task/9/stat", "stat of 7/9"},
+		{"7/task/7/status", "status of 7/7"},
+		{"7/task/9/comm", "comm of 7/9"},
+		{"9/stat", "stat of 7/9"}, // a thread's own, unlisted directory
+		{"7/stat", "stat of 7"},
+	} {
+		got, err := read(t, root, c, tc.path)
+		if err != nil || got != tc.want {
+			t.Errorf("/proc/%s = %q, %v; want %q", tc.path, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"7/task/8", "7/task/9/task", "7/task/x", "1/task/9"} {
+		if _, err := walk(root, c, bad); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("/proc/%s: %v, want ENOENT", bad, err)
+		}
+	}
+	if _, err := walk(root, c, "7/task/9/fd"); err != nil {
+		t.Errorf("a thread's fd/: %v", err)
+	}
+	rents, _ := root.ReadDir(c)
+	if hasEntry(rents, "9") {
+		t.Error("/proc lists thread 9")
+	}
+	ts, _ := root.Lookup(c, "thread-self")
+	l, _ := ts.(vfs.LinkNode).Readlink(c)
+	if got, err := read(t, root, c, l+"/stat"); err != nil || got != "stat of 7/9" {
+		t.Errorf("/proc/thread-self/stat = %q, %v", got, err)
+	}
+}
+
+func mustDir(t *testing.T, root vfs.DirNode, c *vfs.Ctx, path string) vfs.DirNode {
+	t.Helper()
+	n, err := walk(root, c, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n.(vfs.DirNode)
+}
+
+func hasEntry(ents []vfs.Dirent, name string) bool {
+	for _, e := range ents {
+		if e.Name == name {
+			return true
+		}
+	}
+	return false
 }
