@@ -1,11 +1,51 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/umltools/umltools/internal/testutil"
 )
+
+// Writes to /proc/sys as boot scripts make them: the host and domain
+// names are the kernel's (uname, hostname(1)), vm/ and net/ values read
+// back, read-only entries refuse root, and only root may write.
+func TestDebianProcSys(t *testing.T) {
+	img := testutil.DebianImage(t)
+	r := debianBoot(t, img, strings.Join([]string{
+		quietShell,
+		"mount -t proc proc /proc",
+		mark("hostname"), "echo foo > /proc/sys/kernel/hostname; hostname; uname -n; cat /proc/sys/kernel/hostname",
+		mark("domain"), "echo example.org > /proc/sys/kernel/domainname; domainname; cat /proc/sys/kernel/domainname",
+		mark("sethostname"), "hostname bar; cat /proc/sys/kernel/hostname",
+		mark("vm"), "cat /proc/sys/vm/swappiness >/dev/null && echo 10 > /proc/sys/vm/swappiness && cat /proc/sys/vm/swappiness",
+		mark("net"), "printf '1024 65000\\n' > /proc/sys/net/ipv4/ip_local_port_range; cat /proc/sys/net/ipv4/ip_local_port_range",
+		mark("readonly"), "(echo x > /proc/sys/kernel/osrelease) 2>&1 | sed 's/.*: //'; cat /proc/sys/kernel/osrelease | grep -c umltools",
+		mark("user"), `python3 -c 'import os; os.setgroups([]); os.setgid(65534); os.setuid(65534); os.execv("/bin/bash", ["bash", "-c", "echo u > /proc/sys/kernel/hostname"])' 2>&1 | sed 's/.*: //'; hostname`,
+		mark("mode"), "stat -c '%a %U' /proc/sys/kernel/hostname /proc/sys/kernel/osrelease",
+		mark("end"),
+	}, "\n"), 2*time.Minute)
+	got := marked(r.stdout)
+	want := map[string]string{
+		"hostname":    "foo\nfoo\nfoo\n",
+		"domain":      "example.org\nexample.org\n",
+		"sethostname": "bar\n",
+		"vm":          "10\n",
+		"net":         "1024\t65000\n",
+		"readonly":    "Permission denied\n1\n",
+		"user":        "Permission denied\nbar\n",
+		"mode":        "644 root\n444 root\n",
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: got %q, want %q", k, got[k], w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	}
+}
 
 // /proc/<pid>/task for Python's threads: one entry per thread, named
 // threads' comm, each thread's own stat, and the entries going with the

@@ -115,6 +115,7 @@ type Kernel struct {
 	devfs    vfs.FS
 	procfs   *procfs.FS
 	unix     unixNames // AF_UNIX path bindings (sys_unix.go)
+	sysw     sysWrites // writes to /proc/sys (proc_more.go)
 }
 
 type hostKey struct{ dev, ino uint64 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -118,7 +119,10 @@ func (k *Kernel) mountinfoText(root *vfs.Dentry) string {
 // Sys generates the files of /proc/sys.
 func (k *Kernel) Sys(c *vfs.Ctx, path string) ([]byte, error) {
 	line := func(s string) ([]byte, error) { return []byte(s + "\n"), nil }
-	_, _, release, ver, _ := k.Uname()
+	_, _, release, ver, _ := k.Uname() // applies pending writes too
+	if v, ok := k.sysw.vals[path]; ok {
+		return line(v)
+	}
 	switch path {
 	case "kernel/hostname":
 		return line(k.hostname)
@@ -171,4 +175,113 @@ func newUUID() string {
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
+}
+
+// sysWrites are the writes to /proc/sys: the files open for writing
+// (the guest writes their memfds natively; the kernel reads them back
+// before anything observes a value: uname, sethostname, a read of
+// /proc/sys) and the values written to the files the kernel only keeps.
+type sysWrites struct {
+	open []*sysWriter
+	vals map[string]string
+}
+
+// sysWriter is one open of a /proc/sys file for writing.
+type sysWriter struct {
+	path string
+	f    *os.File // the engine's copy of the guest's memfd
+	seen []byte   // the content last applied
+}
+
+// maxSysWriters bounds the opens kept; the oldest are dropped (their
+// writes were applied; a later write through one is missed).
+const maxSysWriters = 32
+
+// SysWrite takes note of a /proc/sys file opened for writing. Only root
+// gets here (the files are 0644, owned by root).
+func (k *Kernel) SysWrite(c *vfs.Ctx, path string, f *os.File) error {
+	g, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("/proc/sys/%s: %w", path, err)
+	}
+	init, _ := io.ReadAll(g)
+	w := &k.sysw
+	if len(w.open) >= maxSysWriters {
+		k.applySysWrites()
+		w.open[0].f.Close()
+		w.open = w.open[1:]
+	}
+	w.open = append(w.open, &sysWriter{path: path, f: g, seen: init})
+	return nil
+}
+
+// applySysWrites reads what guests wrote to /proc/sys files and applies
+// the values that changed. It runs with k.mu held.
+func (k *Kernel) applySysWrites() {
+	w := &k.sysw
+	for _, o := range w.open {
+		var st syscall.Stat_t
+		if syscall.Fstat(int(o.f.Fd()), &st) != nil || st.Size > 1<<16 {
+			continue
+		}
+		b := make([]byte, st.Size)
+		n, _ := o.f.ReadAt(b, 0)
+		b = b[:n]
+		if bytes.Equal(b, o.seen) {
+			continue
+		}
+		o.seen = b
+		if len(b) > 0 {
+			k.setSys(o.path, b)
+		}
+	}
+}
+
+// setSys applies a value written to /proc/sys/<path>: the host and
+// domain names are the kernel's UTS names (the first line, at most 64
+// bytes, as Linux's proc_dostring takes it); numbers (vm/*, net/*, the
+// kernel's limits) are kept as whitespace-separated fields and read back
+// tab-separated, strings as their first line.
+func (k *Kernel) setSys(path string, b []byte) {
+	first := string(b)
+	if i := strings.IndexAny(first, "\n\x00"); i >= 0 {
+		first = first[:i]
+	}
+	switch path {
+	case "kernel/hostname", "kernel/domainname":
+		if len(first) > 64 {
+			first = first[:64]
+		}
+		if path == "kernel/hostname" {
+			k.hostname = first
+		} else {
+			k.domain = first
+		}
+		return
+	}
+	if k.sysw.vals == nil {
+		k.sysw.vals = map[string]string{}
+	}
+	if sysNumeric(path) {
+		f := strings.Fields(string(b))
+		for _, x := range f {
+			if _, err := strconv.ParseInt(x, 10, 64); err != nil {
+				return // Linux refuses it (EINVAL): the value stays
+			}
+		}
+		if len(f) > 0 {
+			k.sysw.vals[path] = strings.Join(f, "\t")
+		}
+		return
+	}
+	k.sysw.vals[path] = first
+}
+
+// sysNumeric reports whether a /proc/sys file holds numbers.
+func sysNumeric(path string) bool {
+	switch path {
+	case "kernel/core_pattern", "kernel/hostname", "kernel/domainname":
+		return false
+	}
+	return true
 }

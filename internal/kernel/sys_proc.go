@@ -17,8 +17,10 @@ const Release = "6.1.0-umltools"
 // UnameVersion is uname's version field.
 func UnameVersion() string { return "#1 umltools " + version.Version }
 
-// Uname returns the machine's utsname fields.
+// Uname returns the machine's utsname fields, after the writes to
+// /proc/sys that came before (k.mu held).
 func (k *Kernel) Uname() (sysname, nodename, release, ver, machine string) {
+	k.applySysWrites()
 	return "Linux", k.hostname, Release, UnameVersion(), "x86_64"
 }
 
@@ -45,6 +47,7 @@ func (c *call) sysSethostname(addr uint64, n int, domain bool) int64 {
 	if r := c.read(addr, b); r < 0 && n > 0 {
 		return r
 	}
+	c.k.applySysWrites() // an earlier write to /proc/sys comes first
 	if domain {
 		c.k.domain = string(b)
 	} else {
@@ -57,6 +60,7 @@ func (c *call) sysSethostname(addr uint64, n int, domain bool) int64 {
 func (k *Kernel) Hostname() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.applySysWrites()
 	return k.hostname
 }
 

@@ -37,6 +37,11 @@ type Source interface {
 	// Sys generates a file of /proc/sys, named by its path below it
 	// ("kernel/hostname").
 	Sys(c *vfs.Ctx, path string) ([]byte, error)
+	// SysWrite is told of an open of a writable /proc/sys file for
+	// writing: what the guest writes to f is the new value (the kernel
+	// reads it before anything can observe the value). The kernel keeps
+	// its own copy of f.
+	SysWrite(c *vfs.Ctx, path string, f *os.File) error
 	// Tids lists the guest tids of process pid's threads.
 	Tids(pid int) []int
 	// TaskOf returns the guest pid of the process thread tid is in.
@@ -197,6 +202,8 @@ type file struct {
 func (fl *file) Attr() (vfs.Attr, error) {
 	mode := uint32(0o444)
 	switch {
+	case fl.sys && sysReadOnly[fl.name]:
+		mode = 0o444
 	case fl.sys:
 		mode = 0o644
 	case fl.name == "environ":
@@ -208,7 +215,11 @@ func (fl *file) Attr() (vfs.Attr, error) {
 }
 
 func (fl *file) Open(c *vfs.Ctx, flags int) (*os.File, error) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+	acc := flags & syscall.O_ACCMODE
+	if acc != syscall.O_RDONLY && fl.sys {
+		return fl.openSysWrite(c, flags)
+	}
+	if acc != syscall.O_RDONLY {
 		return nil, syscall.EACCES
 	}
 	b, path, err := fl.content(c)
@@ -237,6 +248,36 @@ func (fl *file) content(c *vfs.Ctx) ([]byte, string, error) {
 		path += strconv.Itoa(fl.pid) + "/"
 	}
 	return b, path + fl.name, err
+}
+
+// openSysWrite opens a /proc/sys file for writing: the guest writes into
+// a memfd of its own (starting empty, or with the value for O_RDWR) that
+// the kernel reads as the new value. Entries that are read-only in Linux
+// (mode 0444) refuse even root.
+func (fl *file) openSysWrite(c *vfs.Ctx, flags int) (*os.File, error) {
+	if sysReadOnly[fl.name] {
+		return nil, syscall.EACCES
+	}
+	var init []byte
+	if flags&syscall.O_ACCMODE == syscall.O_RDWR {
+		b, _, err := fl.content(c)
+		if err != nil {
+			return nil, err
+		}
+		init = b
+	}
+	f, err := memfd.New("proc:/proc/sys/" + fl.name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.Write(init); err != nil {
+		return nil, err
+	}
+	if err := fl.f.src.SysWrite(c, fl.name, f); err != nil {
+		return nil, err
+	}
+	return memfd.Reopen(f, flags)
 }
 
 // pidDir is /proc/<pid>, or with tid set a thread's directory
@@ -411,6 +452,15 @@ var sysTree = map[string][]string{
 	"net/core":      {"somaxconn"},
 	"net/ipv4":      {"ip_local_port_range"},
 	"vm":            {"max_map_count", "overcommit_memory", "swappiness"},
+}
+
+// sysReadOnly are the /proc/sys files Linux makes mode 0444: no one may
+// write them, root included. The others are 0644: root may.
+var sysReadOnly = map[string]bool{
+	"fs/file-nr": true, "kernel/cap_last_cap": true, "kernel/ngroups_max": true,
+	"kernel/osrelease": true, "kernel/ostype": true, "kernel/version": true,
+	"kernel/random/boot_id": true, "kernel/random/entropy_avail": true,
+	"kernel/random/poolsize": true, "kernel/random/uuid": true,
 }
 
 func sysIno(path string) uint64 {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,6 +45,15 @@ func (fakeSource) TaskOf(tid int) (int, bool) { return 7, tid == 9 }
 
 func (fakeSource) TaskFile(_ *vfs.Ctx, pid, tid int, name string) ([]byte, error) {
 	return []byte(fmt.Sprintf("%s of %d/%d", name, pid, tid)), nil
+}
+
+// sysWrites records SysWrite calls of a test.
+var sysWrites = map[string]*os.File{}
+
+func (fakeSource) SysWrite(_ *vfs.Ctx, path string, f *os.File) error {
+	g, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), os.O_RDONLY, 0)
+	sysWrites[path] = g
+	return err
 }
 
 func TestTree(t *testing.T) {
@@ -212,4 +223,63 @@ func hasEntry(ents []vfs.Dirent, name string) bool {
 		}
 	}
 	return false
+}
+
+func TestSysWrite(t *testing.T) {
+	root := New(fakeSource{}).Root()
+	c := &vfs.Ctx{Who: func() (int, int) { return 1, 1 }}
+	for _, tc := range []struct {
+		path  string
+		flags int
+		mode  uint32
+		err   error
+		init  string // what the kernel's copy holds at open
+	}{
+		{"sys/kernel/hostname", syscall.O_WRONLY, 0o644, nil, ""},
+		{"sys/vm/swappiness", syscall.O_WRONLY | syscall.O_TRUNC, 0o644, nil, ""},
+		{"sys/net/core/somaxconn", syscall.O_RDWR, 0o644, nil, "net/core/somaxconn\n"},
+		{"sys/kernel/osrelease", syscall.O_WRONLY, 0o444, syscall.EACCES, ""},
+		{"sys/kernel/random/boot_id", syscall.O_RDWR, 0o444, syscall.EACCES, ""},
+		{"sys/fs/file-nr", syscall.O_WRONLY, 0o444, syscall.EACCES, ""},
+	} {
+		n, err := walk(root, c, tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, _ := n.Attr(); a.Mode != syscall.S_IFREG|tc.mode {
+			t.Errorf("%s: mode %o, want %o", tc.path, a.Mode, tc.mode)
+		}
+		f, err := n.(vfs.OpenNode).Open(c, tc.flags)
+		if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+			t.Errorf("%s: open %v, want %v", tc.path, err, tc.err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		name := strings.TrimPrefix(tc.path, "sys/")
+		k := sysWrites[name]
+		if k == nil {
+			t.Errorf("%s: SysWrite not called", tc.path)
+			f.Close()
+			continue
+		}
+		b, _ := io.ReadAll(k)
+		if string(b) != tc.init {
+			t.Errorf("%s: kernel's copy starts %q, want %q", tc.path, b, tc.init)
+		}
+		if _, err := f.WriteAt([]byte("v1\n"), 0); err != nil {
+			t.Errorf("%s: guest write: %v", tc.path, err)
+		}
+		b = make([]byte, 3)
+		if _, err := k.ReadAt(b, 0); err != nil || string(b) != "v1\n" {
+			t.Errorf("%s: the kernel reads %q, %v", tc.path, b, err)
+		}
+		f.Close()
+		k.Close()
+	}
+	// Reads stay snapshots.
+	if got, err := read(t, root, c, "sys/kernel/hostname"); err != nil || got != "kernel/hostname\n" {
+		t.Errorf("read: %q, %v", got, err)
+	}
 }
