@@ -53,6 +53,10 @@ type page struct {
 	// every write-back compares the content (mmap writes leave the
 	// mtime alone).
 	written bool
+	// writable: the memfd was ever opened for writing (or truncated).
+	// Until then it cannot differ from the image, and stat and
+	// write-back need not look at it.
+	writable bool
 	// orphan: unlinked while the guest may hold it; the driver keeps
 	// the inode (Hold) until nobody does.
 	orphan bool
@@ -95,7 +99,7 @@ func (f *FS) open(ino uint32, flags int) (*os.File, error) {
 		return nil, syscall.ENOENT // freed meanwhile
 	}
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		p.written = true
+		p.written, p.writable = true, true
 		if flags&syscall.O_TRUNC != 0 {
 			if err := p.f.Truncate(0); err != nil {
 				return nil, fmt.Errorf("%s: %w", p.f.Name(), err)
@@ -120,7 +124,7 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 		if err := drv.Truncate(ino, 0); err != nil {
 			return nil, err
 		}
-		f.dirty.Store(true)
+		f.changed()
 	}
 	h, err := drv.Open(ino)
 	if err != nil {
@@ -205,6 +209,10 @@ func (f *FS) overlay(ino uint32, a *vfs.Attr) {
 	}
 	var st unix.Stat_t
 	p.mu.Lock()
+	if !p.writable {
+		p.mu.Unlock()
+		return
+	}
 	if p.f == nil || unix.Fstat(int(p.f.Fd()), &st) != nil {
 		p.mu.Unlock()
 		return
@@ -228,7 +236,7 @@ func (f *FS) overlay(ino uint32, a *vfs.Attr) {
 func (f *FS) writeback(p *page, all bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.orphan || p.f == nil {
+	if p.orphan || p.f == nil || !p.writable {
 		return nil
 	}
 	var st unix.Stat_t
@@ -242,7 +250,7 @@ func (f *FS) writeback(p *page, all bool) error {
 	if !drv.Writable() {
 		return nil
 	}
-	f.dirty.Store(true)
+	f.changed()
 	force := int64(-1) // a chunk to write whatever its sum says
 	if st.Size != p.size {
 		if err := drv.Truncate(p.ino, uint64(st.Size)); err != nil {
@@ -374,7 +382,7 @@ func (f *FS) syncDriver() error {
 		return nil
 	}
 	if err := drv.Sync(); err != nil {
-		f.dirty.Store(true)
+		f.changed()
 		return err
 	}
 	return nil
@@ -415,6 +423,7 @@ func (f *FS) Remount(readOnly bool) error {
 		if err := f.Sync(); err != nil {
 			return err
 		}
+		defer f.gen.Add(1) // orphans freed
 		return drv.Close()
 	}
 	nd, err := ext4.OpenDevice(f.dev, f.size, &ext4.Options{Writable: true, Discard: f.opts.Discard, Logf: f.opts.Logf})
@@ -422,6 +431,7 @@ func (f *FS) Remount(readOnly bool) error {
 		return err
 	}
 	f.drv.Store(nd)
+	f.gen.Add(1)
 	return nil
 }
 

@@ -54,7 +54,8 @@ type FS struct {
 	wd    map[int32]*page  // inotify watch → page
 	ino   int              // inotify fd (-1 when none)
 
-	dirty  atomic.Bool // metadata changed since the last driver Sync
+	dirty  atomic.Bool   // metadata changed since the last driver Sync
+	gen    atomic.Uint64 // bumped by every change: nodes reload their inode
 	stop   chan struct{}
 	done   sync.WaitGroup
 	closed bool
@@ -93,6 +94,13 @@ func Mount(dev ext4.Device, size int64, o Options) (*FS, error) {
 	return f, nil
 }
 
+// changed records a change to the filesystem: metadata to Sync, and
+// inodes that nodes must read again.
+func (f *FS) changed() {
+	f.dirty.Store(true)
+	f.gen.Add(1)
+}
+
 // fs returns the current driver (Remount replaces it).
 func (f *FS) fs() *ext4.FS { return f.drv.Load() }
 
@@ -122,11 +130,12 @@ func (f *FS) Statfs() vfs.Statfs {
 }
 
 func (f *FS) node(ino uint32) (vfs.Node, error) {
+	g := f.gen.Load()
 	in, err := f.fs().Inode(ino)
 	if err != nil {
 		return nil, err
 	}
-	n := node{fs: f, ino: ino, in: in}
+	n := node{fs: f, ino: ino, in: in, gen: g}
 	switch in.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
 		return &dir{n}, nil
@@ -144,19 +153,22 @@ func (n *node) Ino() uint32 { return n.ino }
 type node struct {
 	fs  *FS
 	ino uint32
-	in  *ext4.Inode // as loaded; a writable mount reloads it in Attr
+	in  *ext4.Inode // as loaded at generation gen
+	gen uint64
 }
 
-// inode returns the node's current inode.
+// inode returns the node's current inode, read again only when the
+// filesystem changed since it was loaded.
 func (n *node) inode() (*ext4.Inode, error) {
-	if n.fs.dev == nil || !n.fs.fs().Writable() {
+	g := n.fs.gen.Load()
+	if g == n.gen {
 		return n.in, nil
 	}
 	in, err := n.fs.fs().Inode(n.ino)
 	if err != nil {
 		return nil, err
 	}
-	n.in = in
+	n.in, n.gen = in, g
 	return in, nil
 }
 

@@ -133,7 +133,7 @@ func (f *FS) reap(p *page) {
 	p.f.Close()
 	p.f = nil
 	p.mu.Unlock()
-	f.dirty.Store(true)
+	f.changed()
 	if err := f.fs().Forget(p.ino); err != nil {
 		f.opts.Logf("extfs: freeing unlinked inode %d: %v", p.ino, err)
 	}

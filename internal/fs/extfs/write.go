@@ -16,7 +16,7 @@ func (d *dir) made(ino uint32, err error) (vfs.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.fs.dirty.Store(true)
+	d.fs.changed()
 	return d.fs.node(ino)
 }
 
@@ -67,7 +67,7 @@ func (d *dir) Link(name string, target vfs.Node) error {
 	if err := d.fs.fs().Link(ino, d.ino, name); err != nil {
 		return err
 	}
-	d.fs.dirty.Store(true)
+	d.fs.changed()
 	return nil
 }
 
@@ -90,7 +90,7 @@ func (f *FS) lastLink(dir uint32, name string) (uint32, bool) {
 func (f *FS) unheld(ino uint32, held bool, err error) error {
 	if !held {
 		if err == nil {
-			f.dirty.Store(true)
+			f.changed()
 		}
 		return err
 	}
@@ -104,7 +104,7 @@ func (f *FS) unheld(ino uint32, held bool, err error) error {
 		f.fs().Forget(ino)
 		return err
 	}
-	f.dirty.Store(true)
+	f.changed()
 	if p != nil {
 		f.reap(p)
 	}
@@ -122,7 +122,7 @@ func (d *dir) Rmdir(name string) error {
 	if err := d.fs.fs().Rmdir(d.ino, name); err != nil {
 		return err
 	}
-	d.fs.dirty.Store(true)
+	d.fs.changed()
 	return nil
 }
 
@@ -157,7 +157,7 @@ func (n *node) setAttr(a *ext4.Attr) error {
 	if err := n.fs.fs().SetAttr(n.ino, a); err != nil {
 		return err
 	}
-	n.fs.dirty.Store(true)
+	n.fs.changed()
 	return nil
 }
 
@@ -214,7 +214,7 @@ func (n *node) Truncate(size int64) error {
 		if p.f == nil {
 			return syscall.ENOENT
 		}
-		p.written = true
+		p.written, p.writable = true, true
 		return p.f.Truncate(size)
 	}
 	return n.setAttr(&ext4.Attr{Mask: ext4.AttrSize, Size: uint64(size)})
@@ -231,7 +231,7 @@ func (n *node) Setxattr(name string, value []byte, flags int) error {
 	if err := n.fs.fs().SetXattr(n.ino, name, value, flags); err != nil {
 		return err
 	}
-	n.fs.dirty.Store(true)
+	n.fs.changed()
 	return nil
 }
 
@@ -240,7 +240,7 @@ func (n *node) Removexattr(name string) error {
 	if err := n.fs.fs().RemoveXattr(n.ino, name); err != nil {
 		return err
 	}
-	n.fs.dirty.Store(true)
+	n.fs.changed()
 	return nil
 }
 
