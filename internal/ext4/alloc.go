@@ -210,7 +210,7 @@ func (f *FS) blockBitmap(g uint64) ([]byte, error) {
 func (f *FS) superAndDescBlocks(g uint64) uint64 {
 	dpb := uint64(f.bs) / uint64(f.sb.DescSize)
 	gdtBlocks := (f.sb.groupCount() + dpb - 1) / dpb
-	resv := uint64(le16(f.w.sbRaw, 0xCE))
+	resv := uint64(f.sb.ReservedGDT)
 	var n uint64
 	metaBG := f.sb.FeatureIncompat&incompatMetaBG != 0
 	if f.hasSuper(g) {

@@ -48,6 +48,7 @@ type FS struct {
 	cache    *blockCache
 	overlay  map[uint64]replayed // blocks replayed from the journal
 	replayed int                 // transactions replayed at Open
+	overhead uint64              // metadata blocks, left out of statfs's f_blocks
 	revokes  int                 // revoke records seen in them
 	skipped  int                 // journalled copies not replayed because revoked
 }
@@ -128,7 +129,33 @@ func (f *FS) load() error {
 	if f.cache == nil {
 		f.cache = newBlockCache(1<<20, f.bs)
 	}
-	return f.loadGroups()
+	if err := f.loadGroups(); err != nil {
+		return err
+	}
+	f.overhead = f.metaOverhead()
+	return nil
+}
+
+// metaOverhead is the number of blocks the filesystem's own structures
+// take, as the kernel counts it for statfs: s_overhead_clusters when
+// mke2fs or resize2fs recorded it, else the blocks before the first group,
+// every group's superblock copy, descriptors and reserved GDT blocks, its
+// two bitmaps and inode table, and an internal journal.
+func (f *FS) metaOverhead() uint64 {
+	if f.sb.Overhead != 0 {
+		return uint64(f.sb.Overhead)
+	}
+	itBlocks := (uint64(f.sb.InodesPerGroup)*uint64(f.sb.InodeSize) + uint64(f.bs) - 1) / uint64(f.bs)
+	n := uint64(f.sb.FirstDataBlock)
+	for g := uint64(0); g < f.sb.groupCount(); g++ {
+		n += f.superAndDescBlocks(g) + 2 + itBlocks
+	}
+	if f.sb.FeatureCompat&compatHasJournal != 0 && f.sb.JournalInum != 0 {
+		if in, err := f.Inode(f.sb.JournalInum); err == nil {
+			n += in.Size / uint64(f.bs)
+		}
+	}
+	return min(n, f.sb.BlocksCount)
 }
 
 func (f *FS) hasSuper(g uint64) bool {
@@ -311,8 +338,8 @@ type Statfs struct {
 }
 
 // Statfs returns the superblock's counters (kept exact by the write side).
-// Blocks is the whole filesystem; the kernel's f_blocks also
-// subtracts the metadata overhead. AvailBlocks leaves out the reserved
+// Blocks leaves out the metadata overhead, as the kernel's f_blocks does
+// (so that df's Used is what files take). AvailBlocks leaves out the reserved
 // blocks and, with extents, the kernel's reserve pool (2% of the blocks,
 // at most 4096), as the kernel's f_bavail does.
 func (f *FS) Statfs() Statfs {
@@ -328,7 +355,7 @@ func (f *FS) Statfs() Statfs {
 		avail = s.FreeBlocks - reserved
 	}
 	return Statfs{
-		BlockSize: int64(f.bs), Blocks: s.BlocksCount - uint64(s.FirstDataBlock),
+		BlockSize: int64(f.bs), Blocks: s.BlocksCount - f.overhead,
 		FreeBlocks: s.FreeBlocks, AvailBlocks: avail,
 		Inodes: uint64(s.InodesCount), FreeInodes: uint64(s.FreeInodes), NameLen: 255,
 	}

@@ -182,7 +182,7 @@ func TestKernelWritten(t *testing.T) {
 					t.Errorf("clean image replayed %d transactions", f.ReplayedTransactions())
 				}
 				compareTrees(t, want, walkImage(t, f, true), exactTimes)
-				if got := f.Statfs(); got.FreeBlocks != sfs.Bfree || got.AvailBlocks != sfs.Bavail ||
+				if got := f.Statfs(); got.Blocks != sfs.Blocks || got.FreeBlocks != sfs.Bfree || got.AvailBlocks != sfs.Bavail ||
 					got.Inodes != sfs.Files || got.FreeInodes != sfs.Ffree || got.BlockSize != sfs.Bsize {
 					t.Errorf("statfs %+v, the kernel said %+v", got, sfs)
 				}

@@ -96,6 +96,8 @@ type Superblock struct {
 	DefHashVersion  uint8
 	DescSize        uint16
 	FirstMetaBG     uint32
+	ReservedGDT     uint16 // s_reserved_gdt_blocks
+	Overhead        uint32 // s_overhead_clusters (0: not recorded)
 	Flags           uint32
 	ChecksumSeed    uint32
 	Checksum        uint32
@@ -133,6 +135,8 @@ func parseSuperblock(b []byte) (*Superblock, error) {
 		DefHashVersion:  b[0xFC],
 		DescSize:        le16(b, 0xFE),
 		FirstMetaBG:     le32(b, 0x104),
+		ReservedGDT:     le16(b, 0xCE),
+		Overhead:        le32(b, 0x248),
 		Flags:           le32(b, 0x160),
 		ChecksumSeed:    le32(b, 0x270),
 		Checksum:        le32(b, 0x3FC),
