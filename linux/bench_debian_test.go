@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/umltools/umltools/internal/testutil"
 )
@@ -44,12 +42,7 @@ func benchDebianScript(off bool) string {
 
 func TestBenchDebian(t *testing.T) {
 	testutil.NeedBench(t)
-	e := &benchEnv{eng: testutil.Bin(t, "linux"), dir: t.TempDir(), mem: "512M"}
-	if k, err := testutil.LookPath("linux.uml"); err == nil {
-		e.kern = k
-	} else {
-		e.noKern = "linux.uml not installed (make test installs it when run as root)"
-	}
+	e := newBenchEnv(t, "512M")
 	e.img = testutil.DebianImage(t)
 	forkexec := testutil.StaticC(t, "bench-forkexec", benchForkExecC)
 	script := filepath.Join(e.dir, "bench-debian.sh")
@@ -72,74 +65,12 @@ func TestBenchDebian(t *testing.T) {
 		return v, true
 	}
 
-	// Ours.
-	haveC := e.probe(t)
-	r := e.ours(t, "/bench-debian.sh", "ROWS-DONE", 10*time.Minute)
-	ours, ok := parse(r.out)
-	if !ok {
-		t.Fatalf("engine: no result rows in\n%s\n%s", benchTail(r.out, 2000), benchTail(r.errOut, 2000))
-	}
+	// Ours, natively (chrooted into the same tree) and the C kernel.
+	cols := benchThree(t, e, "/bench-debian.sh", benchDebianScript(false), e.cimg, false, parse)
 
-	// Natively, chrooted into the same tree.
-	var native []float64
-	noNative := ""
-	if os.Getuid() != 0 {
-		noNative = "native runs need root (a read-only loop mount of the image and chroot)"
-	} else {
-		mnt := t.TempDir()
-		if b, err := exec.Command("mount", "-o", "loop,ro", e.cimg, mnt).CombinedOutput(); err != nil {
-			noNative = fmt.Sprintf("loop mount: %v %s", err, b)
-		} else {
-			for _, d := range []string{"proc", "dev"} {
-				exec.Command("mount", "--bind", "/"+d, filepath.Join(mnt, d)).Run()
-			}
-			cmd := exec.Command("chroot", mnt, "/bin/bash", "-c", benchDebianScript(false))
-			cmd.Env = append([]string{"HOME=/", "TERM=dumb"}, e.extra...)
-			nr := benchRun(t, cmd, true, "ROWS-DONE", 10*time.Minute, 10*time.Second)
-			for _, d := range []string{"proc", "dev"} {
-				exec.Command("umount", filepath.Join(mnt, d)).Run()
-			}
-			if b, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-				t.Logf("umount %s: %v %s", mnt, err, b)
-			}
-			if native, ok = parse(nr.out); !ok {
-				t.Fatalf("native: no result rows in\n%s", benchTail(nr.out, 2000))
-			}
-		}
+	var names []string
+	for _, r := range benchDebianRows {
+		names = append(names, r.name)
 	}
-
-	// The C kernel.
-	var ck []float64
-	if haveC {
-		cr, line := e.c(t, "/bench-debian.sh", "ROWS-DONE", 20*time.Minute)
-		if ck, ok = parse(cr.out); !ok {
-			t.Fatalf("%s\n%s: no result rows; output tail:\n%s", line, cr.state, benchTail(cr.out, 3000))
-		}
-	}
-
-	t.Logf("BENCH: %-26s %-9s %-9s %-9s %s", "Debian workload (one run)", "ours", "native", "C kernel", "ratio")
-	for i, row := range benchDebianRows {
-		nat, cs, res := "n/a", "n/a", ""
-		if native != nil {
-			nat = fmt.Sprintf("%.2f s", native[i])
-			res = fmt.Sprintf("%.2fx native", ours[i]/native[i])
-		} else {
-			res = "native n/a: " + noNative
-		}
-		if ck != nil {
-			cs = fmt.Sprintf("%.2f s", ck[i])
-			x := ck[i] / ours[i]
-			v := "ok"
-			if x < 5 {
-				v = "MISSED"
-			}
-			res = fmt.Sprintf("%.1fx faster than C (target >= 5x) %s; %s", x, v, res)
-			if native != nil {
-				res += fmt.Sprintf("; C %.1fx native", ck[i]/native[i])
-			}
-		} else {
-			res += "; C kernel n/a: " + e.noKern
-		}
-		t.Logf("BENCH: %-26s %-9s %-9s %-9s %s", row.name, fmt.Sprintf("%.2f s", ours[i]), nat, cs, res)
-	}
+	benchTable(t, "Debian workload (one run)", names, cols, 0, 5)
 }
