@@ -160,12 +160,15 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 // fill copies the image file into the memfd, leaving zero chunks as
 // holes, and records the chunk sums.
 func (p *page) fill(r io.ReaderAt) error {
+	n := (p.size + chunk - 1) / chunk
+	p.sums = make([]uint32, n)
+	if p.size == 0 {
+		return nil // a new or empty file: nothing to read, nothing to zero
+	}
 	if err := p.f.Truncate(p.size); err != nil {
 		return fmt.Errorf("%s: %w", p.f.Name(), err)
 	}
-	n := (p.size + chunk - 1) / chunk
-	p.sums = make([]uint32, n)
-	buf := make([]byte, 16*chunk)
+	buf := make([]byte, min(16*chunk, p.size))
 	for off := int64(0); off < p.size; off += int64(len(buf)) {
 		b := buf
 		if p.size-off < int64(len(b)) {
