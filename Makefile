@@ -2,6 +2,7 @@
 #
 #   make                 build every binary into bin/ (static, CGO_ENABLED=0)
 #   make test            gofmt, go vet, unit + interop tests, 10 s per fuzz target
+#                        (60 s for the ext4 differential fuzzer FuzzWriteOps)
 #   make fuzz            every fuzz target for FUZZTIME (default 2m)
 #   make run             boot the default guest image (built on first use) on this terminal
 #   make bench           speed ratios against the C originals, from one run

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs every `func FuzzXxx` target in the module for FUZZTIME each.
+# Runs every `func FuzzXxx` target in the module for FUZZTIME each;
+# FUZZTIME_<target> (e.g. FUZZTIME_FuzzWriteOps=60s) sets one target's.
 #
 # A failure that wrote no reproducer ("Failing input written to …") is Go's
 # fuzz-coordinator race (golang/go#75804: "context deadline exceeded"), not
@@ -11,16 +12,17 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 rc=0
 fuzz() {
-	go test -run='^$' -fuzz="^$2\$" -fuzztime="$t" -fuzzminimizetime=5s "$1" >"$log" 2>&1
+	go test -run='^$' -fuzz="^$2\$" -fuzztime="$3" -fuzzminimizetime=5s "$1" >"$log" 2>&1
 }
 for f in $(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do
 	pkg=./$(dirname "${f#./}")
 	for name in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$f"); do
-		echo "fuzz $pkg $name ($t)"
-		fuzz "$pkg" "$name" && continue
+		tt=$(printenv "FUZZTIME_$name" || echo "$t")
+		echo "fuzz $pkg $name ($tt)"
+		fuzz "$pkg" "$name" "$tt" && continue
 		if ! grep -q "Failing input written to" "$log"; then
 			echo "fuzz $pkg $name: failed without a reproducer (Go fuzz coordinator); running it again"
-			fuzz "$pkg" "$name" && continue
+			fuzz "$pkg" "$name" "$tt" && continue
 		fi
 		cat "$log"; rc=1
 	done
