@@ -26,6 +26,7 @@ import (
 
 	"github.com/umltools/umltools/internal/abi"
 	"github.com/umltools/umltools/internal/fs/devfs"
+	"github.com/umltools/umltools/internal/fs/hostfs"
 	"github.com/umltools/umltools/internal/fs/procfs"
 	"github.com/umltools/umltools/internal/sandbox"
 	"github.com/umltools/umltools/internal/vfs"
@@ -83,6 +84,9 @@ type Config struct {
 	OnHalt func(HaltMode)
 	// Trace, when non-nil, receives one line per served syscall.
 	Trace func(line string)
+	// HostFS is where guest hostfs mounts may reach (hostfs=); nil
+	// refuses them.
+	HostFS *hostfs.Policy
 }
 
 // Kernel serves one boot of a machine.

@@ -308,6 +308,10 @@ func (c *call) fdStat(n int) (abi.Stat, int64) {
 	if o.d == nil {
 		return hostToStat(&o.st), 0
 	}
+	if ha, ok := o.d.Mount.FS.(vfs.HostAttrs); ok && o.st.Dev != c.k.phDev {
+		a := ha.HostAttr(&o.st) // the open host file itself (hostfs)
+		return attrStat(&a, o.d.Mount.Dev), 0
+	}
 	st, r := statOf(o.d)
 	if r == 0 && o.st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		// The memfd is the page cache: its size is the file's.

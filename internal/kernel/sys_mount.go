@@ -1,12 +1,14 @@
 package kernel
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/umltools/umltools/internal/abi"
+	"github.com/umltools/umltools/internal/fs/hostfs"
 	"github.com/umltools/umltools/internal/fs/tmpfs"
 	"github.com/umltools/umltools/internal/vfs"
 )
@@ -23,7 +25,7 @@ var filesystems = []struct {
 	Name  string
 	NoDev bool
 }{
-	{"sysfs", true}, {"tmpfs", true}, {"proc", true}, {"devtmpfs", true}, {"devpts", true}, {"ext4", false},
+	{"sysfs", true}, {"tmpfs", true}, {"proc", true}, {"devtmpfs", true}, {"devpts", true}, {"ext4", false}, {"hostfs", true},
 }
 
 func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, dataAddr uint64) int64 {
@@ -99,6 +101,12 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 	case "devpts":
 		fs = tmpfs.New("devpts", devptsMagic, 0o755, 0, 0)
 		mflags |= vfs.NoSuid | vfs.NoExec
+	case "hostfs":
+		hf, r := c.mountHostfs(data, mflags)
+		if r < 0 {
+			return r
+		}
+		fs, opts = hf, []string{hf.HostPath()}
 	case "":
 		return -abi.EINVAL
 	default:
@@ -191,7 +199,35 @@ func (c *call) sysUmount(targetAddr uint64, flags int) int64 {
 			}
 		}
 	}
-	return errno(c.k.vfs.Unmount(d))
+	fs := d.Mount.FS
+	if err := c.k.vfs.Unmount(d); err != nil {
+		return errno(err)
+	}
+	if hf, ok := fs.(*hostfs.FS); ok && flags&0x2 == 0 {
+		hf.Close() // its host directory; nothing in the guest holds it
+	}
+	return 0
+}
+
+// mountHostfs opens the host directory that mount(2) data names, beneath
+// the hostfs= directory. A refusal is logged with its reason (the option
+// to set), as the guest sees only the errno.
+func (c *call) mountHostfs(data string, mflags uintptr) (*hostfs.FS, int64) {
+	path, o, err := hostfs.ParseData(data)
+	if err != nil {
+		c.k.cfg.Logf("%v", err)
+		return nil, -abi.EINVAL
+	}
+	o.ReadOnly = mflags&vfs.ReadOnly != 0
+	hf, err := c.k.cfg.HostFS.Mount(path, o)
+	if err != nil {
+		c.k.cfg.Logf("%v", err)
+		if errors.Is(err, hostfs.ErrNotAllowed) || errors.Is(err, hostfs.ErrEscape) {
+			return nil, -abi.EPERM
+		}
+		return nil, errno(err)
+	}
+	return hf, 0
 }
 
 // mountsText is /proc/mounts as seen from root.

@@ -26,6 +26,7 @@ import (
 	"github.com/umltools/umltools/internal/cow"
 	"github.com/umltools/umltools/internal/ext4"
 	"github.com/umltools/umltools/internal/fs/extfs"
+	"github.com/umltools/umltools/internal/fs/hostfs"
 	"github.com/umltools/umltools/internal/fs/tmpfs"
 	"github.com/umltools/umltools/internal/kernel"
 	"github.com/umltools/umltools/internal/ubd"
@@ -206,7 +207,7 @@ func (m *machine) run(args []string) int {
 	// page cache is written back and the filesystem marked clean.
 	defer func() {
 		if err := root.Close(); err != nil {
-			m.errorf("EXT4-fs (ubda): unmount: %v", err)
+			m.errorf("%s: unmount: %v", root.source(), err)
 		}
 	}()
 
@@ -233,10 +234,60 @@ func (m *machine) run(args []string) int {
 	}
 }
 
+// rootFS is the root filesystem: an ext4 image on ubd0, or a host
+// directory (rootfstype=hostfs).
+type rootFS interface {
+	vfs.FS
+	Writable() bool
+	Sync() error
+	Close() error
+}
+
+// ext4Root is the ubd0 image's filesystem.
+type ext4Root struct{ *extfs.FS }
+
+func (ext4Root) source() string { return "EXT4-fs (ubda)" }
+
+// hostRoot is a host directory as the root.
+type hostRoot struct{ *hostfs.FS }
+
+func (hostRoot) source() string { return "hostfs" }
+
+// policy is where guest hostfs mounts may reach: hostfs=, or nowhere.
+func (m *machine) policy() *hostfs.Policy {
+	if m.cfg.HostFS == "" {
+		return nil
+	}
+	return &hostfs.Policy{Root: m.cfg.HostFS, Append: m.cfg.HostFSAppend}
+}
+
+// mountHostRoot mounts rootflags= as the root: beneath hostfs= when it is
+// given (the C kernel's prefix), else the directory itself, which then
+// confines the guest's root.
+func (m *machine) mountHostRoot() (*hostfs.FS, error) {
+	path, o, err := hostfs.ParseData(m.cfg.RootFlags)
+	if err != nil {
+		return nil, err
+	}
+	o.ReadOnly = m.cfg.ReadOnly
+	p := m.policy()
+	if p == nil {
+		if path == "" {
+			return nil, errors.New("rootfstype=hostfs needs rootflags=<host directory>")
+		}
+		p, path = &hostfs.Policy{Root: path}, "/"
+	}
+	return p.Mount(path, o)
+}
+
 // openDisks opens every configured ubd device, as the C kernel does at
-// boot (so their locks are taken), and mounts ubd0 as the root. code is
-// the exit status when the machine cannot boot, -1 otherwise.
-func (m *machine) openDisks() (disks []ubd.Device, root *extfs.FS, code int) {
+// boot (so their locks are taken), and mounts ubd0 (or the hostfs
+// directory) as the root. code is the exit status when the machine
+// cannot boot, -1 otherwise.
+func (m *machine) openDisks() (disks []ubd.Device, root interface {
+	rootFS
+	source() string
+}, code int) {
 	disks = make([]ubd.Device, cmdline.MaxUbd)
 	for i, sp := range m.cfg.Ubd {
 		if sp == nil {
@@ -253,6 +304,20 @@ func (m *machine) openDisks() (disks []ubd.Device, root *extfs.FS, code int) {
 			continue
 		}
 		disks[i] = d
+	}
+	if m.cfg.RootFSType == "hostfs" {
+		hf, err := m.mountHostRoot()
+		if err != nil {
+			m.errorf("%v", err)
+			m.errorf("%v", &PanicError{"VFS: Unable to mount root fs on hostfs"})
+			return disks, nil, 1
+		}
+		ro := ""
+		if !hf.Writable() {
+			ro = " readonly"
+		}
+		m.logf("VFS: Mounted root (hostfs filesystem)%s on %s.", ro, hf.HostPath())
+		return disks, hostRoot{hf}, -1
 	}
 	if m.cfg.RootFSType != "" && m.cfg.RootFSType != "ext4" && m.cfg.RootFSType != "ext3" && m.cfg.RootFSType != "ext2" {
 		m.errorf("%v", &PanicError{fmt.Sprintf("VFS: Unable to mount root fs of type %s (not supported yet)", m.cfg.RootFSType)})
@@ -296,7 +361,7 @@ func (m *machine) openDisks() (disks []ubd.Device, root *extfs.FS, code int) {
 		m.logf("EXT4-fs (ubda): mounted filesystem without journal (read-only).")
 		m.logf("VFS: Mounted root (ext4 filesystem) readonly on device 98:0.")
 	}
-	return disks, fs, -1
+	return disks, ext4Root{fs}, -1
 }
 
 // console brings up con0 (nil when it is "none").
@@ -327,15 +392,19 @@ func (t ttyConsole) OpenSlave(flags int) (*os.File, error) {
 func (t ttyConsole) Rdev() uint64 { return t.c.Rdev() }
 
 // boot runs the guest once. again is true for a reboot.
-func (m *machine) boot(root *extfs.FS, con *chans.Console, initArgs, initEnv []string, sigs chan os.Signal) (status int, again bool) {
+func (m *machine) boot(root rootFS, con *chans.Console, initArgs, initEnv []string, sigs chan os.Signal) (status int, again bool) {
 	var rflags uintptr
 	if !root.Writable() {
 		rflags = vfs.ReadOnly
 	}
-	v := vfs.New(root, "/dev/ubda", rflags, vfs.Mkdev(98, 0))
+	source, dev := "/dev/ubda", vfs.Mkdev(98, 0)
+	if _, ok := root.(hostRoot); ok {
+		source, dev = "/dev/root", vfs.Mkdev(0, 15)
+	}
+	v := vfs.New(root, source, rflags, dev)
 	halted := make(chan kernel.HaltMode, 1)
 	kcfg := kernel.Config{VFS: v, Hostname: imageHostname(v), Mem: m.cfg.Mem, Cmdline: m.procCmdline,
-		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }}
+		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }, HostFS: m.policy()}
 	var files []*os.File
 	if con != nil {
 		kcfg.Console = ttyConsole{con}

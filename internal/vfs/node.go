@@ -12,6 +12,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Attr is what stat reports about a node. Dev is filled in by the mount.
@@ -172,4 +174,12 @@ type SyncFS interface {
 // read-only (mount -o remount,ro|rw). Others cannot become writable.
 type Remounter interface {
 	Remount(readOnly bool) error
+}
+
+// HostAttrs is a filesystem whose regular files a guest opens are the
+// host's own files (hostfs): fstat of such a descriptor maps the open
+// file's host stat, which follows the file across renames and unlinks,
+// rather than stat its name again.
+type HostAttrs interface {
+	HostAttr(st *unix.Stat_t) Attr
 }

@@ -16,8 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,7 +38,7 @@ const resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE
 
 // ErrNotAllowed is returned by a nil Policy's Mount: the engine was
 // started without hostfs=.
-var ErrNotAllowed = errors.New("hostfs mounts are refused: start the engine with hostfs=<dir> to allow mounts of host directories beneath <dir> (hostfs=/ allows the whole host, as the C kernel does without hostfs=)")
+var ErrNotAllowed = errors.New("hostfs: mounts of host directories are refused: start the engine with hostfs=<dir> to allow mounts of host directories beneath <dir> (hostfs=/ allows the whole host, as the C kernel does without hostfs=)")
 
 // ErrEscape is returned when a mount's host directory is not beneath the
 // allowed root.
@@ -122,12 +124,15 @@ func (p *Policy) Mount(path string, o Options) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hostfs: %s (beneath %s): %w", path, p.Root, err)
 	}
-	host := strings.TrimRight(p.Root, "/") + "/" + strings.TrimPrefix(rel, ".")
+	host := filepath.Join(p.Root, rel)
 	return newFS(fd, host, p.Append, o), nil
 }
 
 // FS is one mounted host directory.
 type FS struct {
+	// mu is held (shared) while root is used, so that Close cannot free
+	// the descriptor's number for reuse under an openat2.
+	mu      sync.RWMutex
 	root    int    // the directory, O_RDONLY: dirfd of every openat2
 	host    string // its host path, for messages
 	ro      atomic.Bool
@@ -136,7 +141,7 @@ type FS struct {
 	gid     uint32
 	hostUid uint32 // the engine's user and group on the host
 	hostGid uint32
-	closed  atomic.Bool
+	closed  bool // under mu
 }
 
 func newFS(fd int, host string, appendMode bool, o Options) *FS {
@@ -171,7 +176,10 @@ func (f *FS) Remount(readOnly bool) error {
 // Statfs reports the host filesystem's numbers with hostfs's magic.
 func (f *FS) Statfs() vfs.Statfs {
 	var st unix.Statfs_t
-	if unix.Fstatfs(f.root, &st) != nil {
+	f.mu.RLock()
+	err := unix.Fstatfs(f.root, &st)
+	f.mu.RUnlock()
+	if err != nil {
 		return vfs.Statfs{Type: Magic, Bsize: 4096, NameLen: 255}
 	}
 	return vfs.Statfs{Type: Magic, Bsize: st.Bsize, Blocks: st.Blocks, Bfree: st.Bfree, Bavail: st.Bavail,
@@ -180,6 +188,11 @@ func (f *FS) Statfs() vfs.Statfs {
 
 // Sync is syncfs(2) of the host filesystem.
 func (f *FS) Sync() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil
+	}
 	if err := unix.Syncfs(f.root); err != nil {
 		return fmt.Errorf("hostfs: syncfs %s: %w", f.host, err)
 	}
@@ -188,9 +201,12 @@ func (f *FS) Sync() error {
 
 // Close releases the host directory. Nodes used after it fail with EBADF.
 func (f *FS) Close() error {
-	if f.closed.Swap(true) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
 		return nil
 	}
+	f.closed = true
 	return unix.Close(f.root)
 }
 
@@ -235,10 +251,13 @@ func (f *FS) attr(st *unix.Statx_t) vfs.Attr {
 // symbolic link (a final one comes back as an O_PATH descriptor of the
 // link with O_PATH, as ELOOP otherwise).
 func (f *FS) open(rel string, flags int) (int, error) {
-	if f.closed.Load() {
+	f.mu.RLock()
+	if f.closed {
+		f.mu.RUnlock()
 		return -1, fmt.Errorf("hostfs: %s: %w", rel, syscall.EBADF)
 	}
 	fd, err := unix.Openat2(f.root, rel, &unix.OpenHow{Flags: uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC), Resolve: resolve})
+	f.mu.RUnlock()
 	if err != nil {
 		return -1, fmt.Errorf("hostfs: %s: %w", rel, err)
 	}
