@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,7 +93,7 @@ func OpenDevice(dev Device, size int64, opts *Options) (*FS, error) {
 		dev: dev, logf: opts.Logf,
 		gdDirty: map[uint32]bool{}, bbDirty: map[uint32]bool{}, ibDirty: map[uint32]bool{},
 		dirty: map[uint64][]byte{}, holds: map[uint32]int{}, orphans: map[uint32]bool{},
-		now: coarseNow,
+		now: (&coarseClock{}).now,
 	}
 	if w.logf == nil {
 		w.logf = func(string, ...any) {}
@@ -418,6 +419,30 @@ func coarseNow() time.Time {
 		return time.Now()
 	}
 	return time.Unix(ts.Unix())
+}
+
+// coarseClock serves coarseNow without a system call each time (the
+// coarse clock is not in Go's vDSO path, and on some virtual machines a
+// system call costs microseconds): the coarse clock moves only at the
+// kernel's tick, so a reading less than a millisecond old by the
+// monotonic clock, which the vDSO serves, is as good. A stale reading is
+// older, never newer, than the coarse clock.
+type coarseClock struct {
+	last atomic.Pointer[clockReading]
+}
+
+type clockReading struct{ at, v time.Time }
+
+func (c *coarseClock) now() time.Time {
+	t := time.Now()
+	if r := c.last.Load(); r != nil {
+		if d := t.Sub(r.at); d >= 0 && d < time.Millisecond {
+			return r.v
+		}
+	}
+	v := coarseNow()
+	c.last.Store(&clockReading{at: t, v: v})
+	return v
 }
 
 // errf wraps an errno with context.

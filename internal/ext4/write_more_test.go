@@ -783,3 +783,18 @@ func TestFull(t *testing.T) {
 	must(t, f.Close())
 	fsckClean(t, img)
 }
+
+// TestCoarseClock: the cached clock is never ahead of the coarse clock
+// and lags it by at most a tick and the cache's millisecond.
+func TestCoarseClock(t *testing.T) {
+	var c coarseClock
+	prev := time.Time{}
+	for i := 0; i < 20000; i++ {
+		v := c.now()
+		after := coarseNow()
+		if v.After(after) || after.Sub(v) > 20*time.Millisecond || v.Before(prev) {
+			t.Fatalf("reading %d: %v, coarse clock after it %v, previous %v", i, v, after, prev)
+		}
+		prev = v
+	}
+}
