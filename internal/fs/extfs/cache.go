@@ -40,7 +40,8 @@ type page struct {
 	mu      sync.Mutex // serialises write-back and size changes
 	f       *os.File   // the engine's descriptor of the memfd
 	hostIno uint64
-	wd      int32 // inotify watch, -1 for none
+	wd      int32  // inotify watch, -1 for none
+	wmask   uint32 // what the watch reports (f.mu)
 
 	// What the image holds: its size, the memfd mtime it was last
 	// written back at, and the chunk sums.
@@ -92,6 +93,9 @@ func (f *FS) open(ino uint32, flags int) (*os.File, error) {
 	p, err := f.page(ino, flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY)
 	if err != nil {
 		return nil, err
+	}
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		f.watch(p, watchWriters) // the last writer's close writes back
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -153,7 +157,6 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 		return p, nil
 	}
 	f.cache[ino] = np
-	f.watch(np)
 	return np, nil
 }
 
@@ -274,7 +277,9 @@ func (f *FS) writeback(p *page, all bool) error {
 		}
 		p.size = st.Size
 	}
-	buf := make([]byte, chunk)
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	buf := *bp
 	fd := int(p.f.Fd())
 	for off := int64(0); off < st.Size; off += chunk {
 		i := off / chunk
@@ -301,13 +306,34 @@ func (f *FS) writeback(p *page, all bool) error {
 		p.sums[i] = s
 	}
 	if st.Mtim != p.mtime {
-		mt := time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
-		if err := drv.SetAttr(p.ino, &ext4.Attr{Mask: ext4.AttrMtime | ext4.AttrCtime, Mtime: mt, Ctime: mt}); err != nil {
+		// The memfd's ctime is its last write's or the last Utimes'.
+		mt, ct := time.Unix(st.Mtim.Sec, st.Mtim.Nsec), time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+		if err := drv.SetAttr(p.ino, &ext4.Attr{Mask: ext4.AttrMtime | ext4.AttrCtime, Mtime: mt, Ctime: ct}); err != nil {
 			return fmt.Errorf("ext4 inode %d: times: %w", p.ino, err)
 		}
 		p.mtime = st.Mtim
 	}
 	p.written = false
+	return nil
+}
+
+// chunkBufs are write-back's chunk buffers, reused rather than
+// allocated and zeroed for each write-back.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
+
+// setMtime sets the memfd's mtime when the memfd was ever written (the
+// next write-back stores it in the inode); a page never written to is the
+// image's content, whose inode gets the time directly.
+func (p *page) setMtime(t time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.f == nil || !p.writable {
+		return nil
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Sec: t.Unix(), Nsec: int64(t.Nanosecond())}}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(p.f.Fd())), ts, 0); err != nil {
+		return fmt.Errorf("%s: setting mtime: %w", p.f.Name(), err)
+	}
 	return nil
 }
 
@@ -451,6 +477,7 @@ func (f *FS) Close() error {
 	if f.stop != nil {
 		close(f.stop)
 	}
+	f.stopWatch()
 	f.done.Wait()
 	var first error
 	if f.fs().Writable() {
@@ -461,10 +488,6 @@ func (f *FS) Close() error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ino >= 0 {
-		unix.Close(f.ino)
-		f.ino = -1
-	}
 	for ino, p := range f.cache {
 		p.mu.Lock()
 		p.f.Close()
@@ -483,6 +506,7 @@ func (f *FS) Abandon() {
 	if f.stop != nil {
 		close(f.stop)
 	}
+	f.stopWatch()
 	f.done.Wait()
 	f.fs().Abandon()
 }

@@ -49,10 +49,11 @@ type FS struct {
 	size int64
 	opts Options
 
-	mu    sync.Mutex
-	cache map[uint32]*page // page cache by inode
-	wd    map[int32]*page  // inotify watch → page
-	ino   int              // inotify fd (-1 when none)
+	mu      sync.Mutex
+	cache   map[uint32]*page // page cache by inode
+	wd      map[int32]*page  // inotify watch → page
+	ino     int              // inotify fd (-1 when none)
+	inoFile *os.File         // the same, in Go's poller
 
 	dirty  atomic.Bool   // metadata changed since the last driver Sync
 	gen    atomic.Uint64 // bumped by every change: nodes reload their inode

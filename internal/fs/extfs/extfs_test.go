@@ -162,6 +162,7 @@ func TestWriteBack(t *testing.T) {
 
 	// 4. times set after writing stay (the data's mtime does not win).
 	past := time.Unix(1e9, 0)
+	before := time.Now().Add(-2 * time.Second) // coarse clocks
 	w = openFile(t, n, syscall.O_WRONLY|syscall.O_APPEND)
 	w.Write([]byte("more"))
 	if err := n.Utimes(&past, &past); err != nil {
@@ -172,8 +173,8 @@ func TestWriteBack(t *testing.T) {
 	if err := fs.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if a, _ := n.Attr(); !a.Mtime.Equal(past) || a.Size != 5<<20+4 {
-		t.Errorf("after utimes: mtime %v size %d, want %v and %d", a.Mtime, a.Size, past, 5<<20+4)
+	if a, _ := n.Attr(); !a.Mtime.Equal(past) || a.Size != 5<<20+4 || a.Ctime.Before(before) {
+		t.Errorf("after utimes: mtime %v ctime %v size %d, want %v, now and %d", a.Mtime, a.Ctime, a.Size, past, 5<<20+4)
 	}
 
 	if err := fs.Close(); err != nil {
@@ -216,10 +217,8 @@ func TestOrphan(t *testing.T) {
 	}
 	held.Store(false)
 	w.Close()
-	waitFor(t, "the orphan freed at its last close", func() bool { return fs.Orphans() == 0 })
-	if got := fs.Statfs().Bfree; got < free0+2048 {
-		t.Errorf("free blocks %d → %d: 8 MiB not freed", free0, got)
-	}
+	// The page stops counting as an orphan just before its blocks go.
+	waitFor(t, "the orphan freed at its last close", func() bool { return fs.Orphans() == 0 && fs.Statfs().Bfree >= free0+2048 })
 	if err := fs.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,10 @@
 package extfs
 
 import (
+	"errors"
+	"os"
 	"strconv"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -13,30 +16,60 @@ import (
 // when Linux's last-close write-back happens, and when any descriptor
 // of an unlinked file goes, which is when it may be freed.
 
-const watchMask = unix.IN_CLOSE_WRITE | unix.IN_CLOSE_NOWRITE
+// A page is watched only once it matters: IN_CLOSE_WRITE from its first
+// open for writing, IN_CLOSE_NOWRITE too once it is an orphan. Pages only
+// ever read (most of them) cost no watch and wake nobody at close.
+const (
+	watchWriters = unix.IN_CLOSE_WRITE
+	watchAll     = unix.IN_CLOSE_WRITE | unix.IN_CLOSE_NOWRITE
+)
 
 func (f *FS) startWatch() error {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return err
 	}
-	f.ino = fd
+	// A non-blocking descriptor in an os.File waits in Go's poller: no
+	// thread sleeps in a system call for it, and Close wakes the reader.
+	f.ino, f.inoFile = fd, os.NewFile(uintptr(fd), "inotify")
 	f.done.Add(1)
-	go f.watchLoop(fd)
+	go f.watchLoop(f.inoFile)
 	return nil
 }
 
-// watch adds p's watch (f.mu held).
-func (f *FS) watch(p *page) {
-	if f.ino < 0 {
+// stopWatch ends the watch loop (Close, Abandon).
+func (f *FS) stopWatch() {
+	f.mu.Lock()
+	file := f.inoFile
+	f.ino, f.inoFile = -1, nil
+	f.mu.Unlock()
+	if file != nil {
+		file.Close()
+	}
+}
+
+// watch makes sure p's watch covers mask.
+func (f *FS) watch(p *page, mask uint32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ino < 0 || p.wmask&mask == mask {
 		return
 	}
-	wd, err := unix.InotifyAddWatch(f.ino, "/proc/self/fd/"+strconv.Itoa(int(p.f.Fd())), watchMask)
+	p.mu.Lock()
+	fd := -1
+	if p.f != nil {
+		fd = int(p.f.Fd())
+	}
+	p.mu.Unlock()
+	if fd < 0 {
+		return
+	}
+	wd, err := unix.InotifyAddWatch(f.ino, "/proc/self/fd/"+strconv.Itoa(fd), p.wmask|mask)
 	if err != nil {
 		f.opts.Logf("extfs: no close notification for %s: %v", p.name, err)
 		return
 	}
-	p.wd = int32(wd)
+	p.wd, p.wmask = int32(wd), p.wmask|mask
 	f.wd[p.wd] = p
 }
 
@@ -45,27 +78,20 @@ func (f *FS) unwatch(p *page) {
 	if p.wd >= 0 && f.ino >= 0 {
 		unix.InotifyRmWatch(f.ino, uint32(p.wd))
 		delete(f.wd, p.wd)
-		p.wd = -1
+		p.wd, p.wmask = -1, 0
 	}
 }
 
-func (f *FS) watchLoop(fd int) {
+func (f *FS) watchLoop(file *os.File) {
 	defer f.done.Done()
 	buf := make([]byte, 64*(unix.SizeofInotifyEvent+16))
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for {
-		select {
-		case <-f.stop:
-			return
-		default:
-		}
-		// Poll with a timeout so that Close's stop is seen.
-		if n, err := unix.Poll(pfd, 200); err != nil && err != unix.EINTR || n <= 0 {
-			continue
-		}
-		n, err := unix.Read(fd, buf)
-		if err != nil || n <= 0 {
-			continue
+		n, err := file.Read(buf)
+		if err != nil {
+			if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN) {
+				continue
+			}
+			return // closed by stopWatch
 		}
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			e := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
@@ -108,6 +134,7 @@ func (f *FS) orphan(ino uint32) bool {
 	p.mu.Lock()
 	p.orphan = true
 	p.mu.Unlock()
+	f.watch(p, watchAll) // before reap asks who holds it: no close is missed
 	return true
 }
 

@@ -181,12 +181,13 @@ func (n *node) Chown(uid, gid int) error {
 }
 
 // Utimes sets the access and modification times (nil keeps one). A file
-// with a page cache is written back first, so that its data's mtime
-// cannot overwrite the one set here.
+// whose page cache was written to gets the mtime on its memfd too, so
+// that the write-back still to come (at the last writer's close) stores
+// this mtime and not the time of the data's last write; the data itself
+// is not written back here.
 func (n *node) Utimes(atime, mtime *time.Time) error {
-	p := n.fs.cached(n.ino)
-	if p != nil {
-		if err := n.fs.writeback(p, false); err != nil {
+	if p := n.fs.cached(n.ino); p != nil && mtime != nil {
+		if err := p.setMtime(*mtime); err != nil {
 			return err
 		}
 	}
