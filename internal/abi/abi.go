@@ -412,14 +412,20 @@ type Rlimit struct {
 
 // seccomp user-notification ioctls and flags (linux/seccomp.h).
 const (
-	SECCOMP_IOCTL_NOTIF_RECV     = 0xc0502100
-	SECCOMP_IOCTL_NOTIF_SEND     = 0xc0182101
-	SECCOMP_IOCTL_NOTIF_ID_VALID = 0x40082102
-	SECCOMP_IOCTL_NOTIF_ADDFD    = 0x40182103
+	SECCOMP_IOCTL_NOTIF_RECV      = 0xc0502100
+	SECCOMP_IOCTL_NOTIF_SEND      = 0xc0182101
+	SECCOMP_IOCTL_NOTIF_ID_VALID  = 0x40082102
+	SECCOMP_IOCTL_NOTIF_ADDFD     = 0x40182103
+	SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104 // Linux 6.6
 
 	SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 	SECCOMP_ADDFD_FLAG_SETFD         = 1
 	SECCOMP_ADDFD_FLAG_SEND          = 2
+
+	// SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (NOTIF_SET_FLAGS): the kernel
+	// hands the CPU straight from the trapping thread to the handler
+	// and back, instead of two ordinary wake-ups.
+	SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 )
 
 // SeccompData is struct seccomp_data, what a filter and a notification see.

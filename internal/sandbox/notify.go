@@ -162,6 +162,10 @@ func (s *Sandbox) takeListener(tid int) error {
 		return fmt.Errorf("sandbox: pidfd_getfd of the listener: %w", err)
 	}
 	unix.CloseOnExec(fd)
+	// Synchronous wake-ups (Linux 6.6): each trap is a direct switch to
+	// the engine and back. Older kernels refuse the flag; traps then
+	// take ordinary wake-ups.
+	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), abi.SECCOMP_IOCTL_NOTIF_SET_FLAGS, abi.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 	s.notifs = make(chan struct{})
 	go s.notifyLoop(fd, s.handler.(Notifier))
 	return nil
