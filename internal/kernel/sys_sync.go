@@ -75,27 +75,23 @@ func (k *Kernel) snapshotPids() {
 	k.pids.Store(&l)
 }
 
-// HostFileInUse reports whether a guest process holds the host file
-// called name (its /proc/<pid>/fd link, "/memfd:<name> (deleted)" for a
-// page cache memfd) with inode ino, by an fd or a mapping. It takes no
-// lock: filesystems call it from their own goroutines and from syscalls.
-func (k *Kernel) HostFileInUse(name string, ino uint64) bool {
+// HeldMemfds returns the host inode numbers of the memfds that guest
+// processes hold, by an fd or a mapping, from one look at every process
+// (a stat per fd, and its maps). It takes no lock: filesystems call it
+// from their own goroutines and from syscalls.
+func (k *Kernel) HeldMemfds() map[uint64]bool {
+	held := map[uint64]bool{}
 	pp := k.pids.Load()
 	if pp == nil {
-		return false
+		return held
 	}
-	link := "/memfd:" + name + " "
 	for _, pid := range *pp {
 		dir := "/proc/" + strconv.Itoa(pid)
 		if ents, err := os.ReadDir(dir + "/fd"); err == nil {
 			for _, e := range ents {
-				t, err := os.Readlink(dir + "/fd/" + e.Name())
-				if err != nil || !strings.HasPrefix(t+" ", link) {
-					continue
-				}
 				var st unix.Stat_t
-				if unix.Stat(dir+"/fd/"+e.Name(), &st) == nil && st.Ino == ino {
-					return true
+				if unix.Stat(dir+"/fd/"+e.Name(), &st) == nil && st.Dev == k.memDev {
+					held[st.Ino] = true
 				}
 			}
 		}
@@ -103,15 +99,16 @@ func (k *Kernel) HostFileInUse(name string, ino uint64) bool {
 		if err != nil {
 			continue
 		}
-		want := strconv.FormatUint(ino, 10)
 		for _, line := range strings.Split(string(maps), "\n") {
-			if !strings.Contains(line, link) {
+			if !strings.Contains(line, "/memfd:") {
 				continue
 			}
-			if f := strings.Fields(line); len(f) >= 6 && f[4] == want {
-				return true
+			if f := strings.Fields(line); len(f) >= 6 {
+				if ino, err := strconv.ParseUint(f[4], 10, 64); err == nil {
+					held[ino] = true
+				}
 			}
 		}
 	}
-	return false
+	return held
 }

@@ -337,9 +337,11 @@ func (m *machine) openDisks() (disks []ubd.Device, root interface {
 		m.logf("ubda: write-protected, mounting read-only")
 	}
 	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[0].NoTrim, Logf: m.logf,
-		InUse: func(name string, ino uint64) bool {
-			k := m.kern.Load()
-			return k == nil || k.HostFileInUse(name, ino)
+		Held: func() map[uint64]bool {
+			if k := m.kern.Load(); k != nil {
+				return k.HeldMemfds()
+			}
+			return nil // no guest yet: keep every orphan
 		}}
 	fs, err := extfs.Mount(d, d.Size(), opts)
 	if err != nil && !ro && errors.Is(err, ext4.ErrReadOnly) {

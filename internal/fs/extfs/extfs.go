@@ -35,11 +35,11 @@ type Options struct {
 	Writeback time.Duration
 	// Logf receives the driver's warnings and write-back errors.
 	Logf func(format string, a ...any)
-	// InUse reports whether any guest still holds the host file named
-	// name with inode hostIno (an fd or a mapping). It decides when an
-	// unlinked file that was open is freed; nil keeps such files until
-	// unmount.
-	InUse func(name string, hostIno uint64) bool
+	// Held returns the host inode numbers of the page cache's memfds
+	// that guests still hold (fds or mappings), or nil when it cannot
+	// tell. An unlinked file that was open is freed once it is not in
+	// the set; nil Held keeps such files until unmount.
+	Held func() map[uint64]bool
 }
 
 // FS is a mounted ext4 image.
@@ -58,6 +58,7 @@ type FS struct {
 	dirty  atomic.Bool   // metadata changed since the last driver Sync
 	gen    atomic.Uint64 // bumped by every change: nodes reload their inode
 	stop   chan struct{}
+	reapc  chan struct{} // wakes the reaper: an orphan may be free
 	done   sync.WaitGroup
 	closed bool
 }
@@ -92,6 +93,11 @@ func Mount(dev ext4.Device, size int64, o Options) (*FS, error) {
 		f.done.Add(1)
 		go f.flusher(o.Writeback)
 	}
+	if o.Held != nil {
+		f.reapc = make(chan struct{}, 1)
+		f.done.Add(1)
+		go f.reaper()
+	}
 	return f, nil
 }
 
@@ -125,6 +131,7 @@ func (f *FS) Dynamic() bool { return false }
 
 // Statfs reports the superblock's counts.
 func (f *FS) Statfs() vfs.Statfs {
+	f.reapOrphans() // true counts: what rm just freed is free
 	s := f.fs().Statfs()
 	return vfs.Statfs{Type: Magic, Bsize: s.BlockSize, Blocks: s.Blocks, Bfree: s.FreeBlocks,
 		Bavail: s.AvailBlocks, Files: s.Inodes, Ffree: s.FreeInodes, NameLen: int64(s.NameLen)}

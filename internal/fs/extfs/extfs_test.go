@@ -194,7 +194,16 @@ func TestWriteBack(t *testing.T) {
 func TestOrphan(t *testing.T) {
 	testutil.NeedCmd(t, "mkfs.ext4", "debugfs", "e2fsck")
 	var held atomic.Bool
-	fs, img := mount(t, Options{Writeback: -1, InUse: func(string, uint64) bool { return held.Load() }})
+	var fs *FS
+	fs, img := mount(t, Options{Writeback: -1, Held: func() map[uint64]bool {
+		m := map[uint64]bool{}
+		if held.Load() {
+			for _, p := range fs.pages() {
+				m[p.hostIno] = true
+			}
+		}
+		return m
+	}})
 	n := create(t, fs, "big")
 	w := openFile(t, n, syscall.O_RDWR)
 	if _, err := w.Write(bytes.Repeat([]byte{7}, 8<<20)); err != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -108,7 +109,7 @@ func (f *FS) watchLoop(file *os.File) {
 				}
 			}
 			if p.isOrphan() {
-				f.reap(p)
+				f.reapSoon()
 			}
 		}
 	}
@@ -138,13 +139,10 @@ func (f *FS) orphan(ino uint32) bool {
 	return true
 }
 
-// reap frees an orphan nobody holds any more.
-func (f *FS) reap(p *page) {
-	if f.opts.InUse == nil {
-		return
-	}
+// reap frees orphan p unless held says a guest still holds it.
+func (f *FS) reap(p *page, held map[uint64]bool) {
 	p.mu.Lock()
-	if !p.orphan || p.f == nil || f.opts.InUse(p.name, p.hostIno) {
+	if !p.orphan || p.f == nil || held[p.hostIno] {
 		p.mu.Unlock()
 		return
 	}
@@ -166,12 +164,58 @@ func (f *FS) reap(p *page) {
 	}
 }
 
-// reapOrphans tries every orphan (the periodic write-back calls it).
+// reapOrphans frees every orphan no guest holds, asking who holds what
+// once for all of them.
 func (f *FS) reapOrphans() {
+	if f.opts.Held == nil {
+		return
+	}
+	var orphans []*page
 	for _, p := range f.pages() {
 		if p.isOrphan() {
-			f.reap(p)
+			orphans = append(orphans, p)
 		}
+	}
+	if len(orphans) == 0 {
+		return
+	}
+	held := f.opts.Held()
+	if held == nil {
+		return
+	}
+	for _, p := range orphans {
+		f.reap(p, held)
+	}
+}
+
+// reapSoon asks the reaper to look at the orphans.
+func (f *FS) reapSoon() {
+	if f.reapc == nil {
+		return
+	}
+	select {
+	case f.reapc <- struct{}{}:
+	default:
+	}
+}
+
+// reaper frees orphans in batches: an rm -r of many files that were
+// open costs one look at the guest's processes per batch, not one per
+// file. Statfs and the periodic write-back reap too.
+func (f *FS) reaper() {
+	defer f.done.Done()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-f.reapc:
+		}
+		select {
+		case <-f.stop:
+			return
+		case <-time.After(20 * time.Millisecond): // let the batch gather
+		}
+		f.reapOrphans()
 	}
 }
 

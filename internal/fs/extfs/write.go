@@ -106,7 +106,7 @@ func (f *FS) unheld(ino uint32, held bool, err error) error {
 	}
 	f.changed()
 	if p != nil {
-		f.reap(p)
+		f.reapSoon()
 	}
 	return nil
 }
