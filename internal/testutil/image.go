@@ -67,12 +67,43 @@ func BusyboxImage(t testing.TB) string {
 	return out
 }
 
+// BusyboxTree returns a directory (in t.TempDir()) holding the busybox
+// image's tree: Debian's static busybox with its applet links, /init,
+// /etc/passwd and the usual empty directories, for booting from a host
+// directory (rootfstype=hostfs). Skips t without busybox-static.
+func BusyboxTree(t testing.TB) string {
+	t.Helper()
+	bb := "/bin/busybox"
+	if _, err := os.Stat(bb); err != nil {
+		Skip(t, "busybox-static not installed (make test installs it when run as root)")
+	}
+	tree := filepath.Join(t.TempDir(), "bbtree")
+	if err := writeBusyboxTree(bb, tree); err != nil {
+		t.Fatalf("busybox tree: %v", err)
+	}
+	return tree
+}
+
 func buildBusyboxImage(bb, mkfs, dst string) error {
 	tree, err := os.MkdirTemp("", "bbtree")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tree)
+	if err := writeBusyboxTree(bb, tree); err != nil {
+		return err
+	}
+	tmp := dst + ".tmp"
+	os.Remove(tmp)
+	cmd := exec.Command(mkfs, "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d", tree, tmp, "32M")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.ext4: %v: %s", err, b)
+	}
+	return os.Rename(tmp, dst)
+}
+
+// writeBusyboxTree fills tree with the busybox image's files.
+func writeBusyboxTree(bb, tree string) error {
 	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "tmp", "host", "mnt", "root", "var/run"} {
 		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
 			return err
@@ -113,13 +144,7 @@ func buildBusyboxImage(bb, mkfs, dst string) error {
 			return err
 		}
 	}
-	tmp := dst + ".tmp"
-	os.Remove(tmp)
-	cmd := exec.Command(mkfs, "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d", tree, tmp, "32M")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("mkfs.ext4: %v: %s", err, b)
-	}
-	return os.Rename(tmp, dst)
+	return nil
 }
 
 func fileSHA256(p string) (string, error) {
