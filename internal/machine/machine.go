@@ -564,6 +564,10 @@ Common options (the C kernel's syntax):
     umid=<name>      machine id (default: random)
     uml_dir=<dir>    directory for machine ids (default: ~/.uml)
     root=<dev>  ro  rw  init=<path>  rootfstype=<type>  quiet  noreboot
+    hostfs=<dir>[,append]
+        Allow guest hostfs mounts beneath <dir> only (none without it).
+    rootfstype=hostfs rootflags=<dir>
+        Boot from the host directory <dir> instead of ubd0.
     eth<N>=<transport>,...  network devices (parsed; the network comes
         in a later version)
     --help  --version  --showconfig
