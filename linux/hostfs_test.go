@@ -326,3 +326,55 @@ exit 7
 		})
 	}
 }
+
+// hostfsMmapC maps a hostfs file shared and writes through the mapping,
+// then fstats a descriptor of a file unlinked on the host.
+const hostfsMmapC = `#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	int fd = open(argv[1], O_RDWR);
+	if (fd < 0) { perror("open"); return 1; }
+	char *p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) { perror("mmap"); return 1; }
+	printf("MAPPED=%.5s\n", p);
+	memcpy(p, "MMAP!", 5);
+	msync(p, 4096, MS_SYNC);
+	int g = open(argv[2], O_RDONLY);
+	if (g < 0) { perror("open 2"); return 1; }
+	if (unlink(argv[2]) < 0) { perror("unlink"); return 1; }
+	struct stat st;
+	if (fstat(g, &st) < 0) { perror("fstat"); return 1; }
+	printf("UNLINKED-FSTAT size=%ld nlink=%ld uid=%d\n", (long)st.st_size, (long)st.st_nlink, st.st_uid);
+	return 0;
+}
+`
+
+// mmap of a hostfs file is the host file's (a shared write reaches the
+// host), a program runs from hostfs, and fstat follows an open file
+// after its unlink.
+func TestHostfsMmap(t *testing.T) {
+	bin := testutil.StaticC(t, "hostfs-mmap", hostfsMmapC)
+	share := t.TempDir()
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(share, "prog"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, filepath.Join(share, "data"), "hello, world\n")
+	mustWrite(t, filepath.Join(share, "gone"), "12345678")
+	r := hostfsShell(t, "mount -t hostfs none /mnt && /mnt/prog /mnt/data /mnt/gone", "hostfs="+share)
+	for _, want := range []string{"MAPPED=hello", "UNLINKED-FSTAT size=8 nlink=0 uid=0"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s\n%s", want, r.stdout, r.stderr)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(share, "data")); string(b) != "MMAP!, world\n" {
+		t.Errorf("host reads %q after the guest's shared mapping write", b)
+	}
+}
