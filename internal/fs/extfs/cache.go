@@ -39,9 +39,11 @@ type page struct {
 
 	mu      sync.Mutex // serialises write-back and size changes
 	f       *os.File   // the engine's descriptor of the memfd
-	hostIno uint64
-	wd      int32  // inotify watch, -1 for none
-	wmask   uint32 // what the watch reports (f.mu)
+	hostIno uint64     // with mtime, set by identify
+	// identified: hostIno and mtime are known.
+	identified bool
+	wd         int32  // inotify watch, -1 for none
+	wmask      uint32 // what the watch reports (f.mu)
 
 	// What the image holds: its size, the memfd mtime it was last
 	// written back at, and the chunk sums.
@@ -103,6 +105,9 @@ func (f *FS) open(ino uint32, flags int) (*os.File, error) {
 		return nil, syscall.ENOENT // freed meanwhile
 	}
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		if err := p.identify(); err != nil {
+			return nil, err
+		}
 		p.written, p.writable = true, true
 		if flags&syscall.O_TRUNC != 0 {
 			if err := p.f.Truncate(0); err != nil {
@@ -144,12 +149,6 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 		m.Close()
 		return nil, err
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(m.Fd()), &st); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("%s: %w", m.Name(), err)
-	}
-	np.hostIno, np.mtime = st.Ino, st.Mtim
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if p := f.cache[ino]; p != nil {
@@ -161,17 +160,16 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 }
 
 // fill copies the image file into the memfd, leaving zero chunks as
-// holes, and records the chunk sums.
+// holes, and records the chunk sums. Runs of data chunks go in one write;
+// the size is set apart only when the file ends in zeros.
 func (p *page) fill(r io.ReaderAt) error {
 	n := (p.size + chunk - 1) / chunk
 	p.sums = make([]uint32, n)
 	if p.size == 0 {
 		return nil // a new or empty file: nothing to read, nothing to zero
 	}
-	if err := p.f.Truncate(p.size); err != nil {
-		return fmt.Errorf("%s: %w", p.f.Name(), err)
-	}
 	buf := make([]byte, min(16*chunk, p.size))
+	end := int64(0) // the memfd's size so far
 	for off := int64(0); off < p.size; off += int64(len(buf)) {
 		b := buf
 		if p.size-off < int64(len(b)) {
@@ -181,20 +179,57 @@ func (p *page) fill(r io.ReaderAt) error {
 		if err != nil && !(errors.Is(err, io.EOF) && got == len(b)) {
 			return fmt.Errorf("%s: reading at %d: %w", p.f.Name(), off, err)
 		}
+		run := -1 // start of the data run being gathered
+		flush := func(e int) error {
+			if run < 0 {
+				return nil
+			}
+			if _, err := p.f.WriteAt(b[run:e], off+int64(run)); err != nil {
+				return fmt.Errorf("%s: %w", p.f.Name(), err)
+			}
+			end, run = off+int64(e), -1
+			return nil
+		}
 		for c := 0; c < len(b); c += chunk {
 			e := min(c+chunk, len(b))
 			part := b[c:e]
 			i := (off + int64(c)) / chunk
 			if isZero(part) {
 				p.sums[i] = zeroSum
+				if err := flush(c); err != nil {
+					return err
+				}
 				continue
 			}
 			p.sums[i] = sumOf(part)
-			if _, err := p.f.WriteAt(part, off+int64(c)); err != nil {
-				return fmt.Errorf("%s: %w", p.f.Name(), err)
+			if run < 0 {
+				run = c
 			}
 		}
+		if err := flush(len(b)); err != nil {
+			return err
+		}
 	}
+	if end < p.size {
+		if err := p.f.Truncate(p.size); err != nil {
+			return fmt.Errorf("%s: %w", p.f.Name(), err)
+		}
+	}
+	return nil
+}
+
+// identify records the memfd's host inode and mtime, on first need (an
+// open for writing, an unlink): pages only ever read do without (p.mu
+// held).
+func (p *page) identify() error {
+	if p.identified || p.f == nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.f.Fd()), &st); err != nil {
+		return fmt.Errorf("%s: %w", p.f.Name(), err)
+	}
+	p.hostIno, p.mtime, p.identified = st.Ino, st.Mtim, true
 	return nil
 }
 

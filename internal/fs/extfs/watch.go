@@ -133,6 +133,11 @@ func (f *FS) orphan(ino uint32) bool {
 		return false
 	}
 	p.mu.Lock()
+	if err := p.identify(); err != nil {
+		p.mu.Unlock()
+		f.fs().Forget(ino)
+		return false
+	}
 	p.orphan = true
 	p.mu.Unlock()
 	f.watch(p, watchAll) // before reap asks who holds it: no close is missed
