@@ -65,17 +65,23 @@ type Options struct {
 	Uid, Gid uint32
 }
 
+// fstabWords are mount(8) and fstab words that reach the data of some
+// mount programs (busybox passes what it does not know): not paths.
+var fstabWords = map[string]bool{"ro": true, "rw": true, "defaults": true, "user": true, "nouser": true,
+	"users": true, "owner": true, "auto": true, "noauto": true, "nofail": true, "_netdev": true}
+
 // ParseData splits mount(2) data into the host path and the options:
 // "uid=N" and "gid=N" set Options, "hostfs=<path>" names the path as the
 // kernel's new mount API does, and the other words (joined again with
 // commas, so a path may hold one) are the path. ro and rw come as mount
-// flags, not here; they are ignored.
+// flags, not here; they and the fstab words (user, defaults…) are
+// ignored.
 func ParseData(data string) (path string, o Options, err error) {
 	var words []string
 	for _, w := range strings.Split(data, ",") {
 		k, v, hasEq := strings.Cut(w, "=")
 		switch {
-		case w == "" || w == "ro" || w == "rw":
+		case w == "" || fstabWords[w]:
 		case hasEq && (k == "uid" || k == "gid"):
 			n, e := strconv.ParseUint(v, 10, 32)
 			if e != nil || n == 0xffffffff {

@@ -29,6 +29,8 @@ func TestParseData(t *testing.T) {
 		{"/srv,uid=1000,gid=100", "/srv", Options{Uid: 1000, Gid: 100}, false},
 		{"hostfs=/a,b", "/a,b", Options{}, false},
 		{"/a,b,rw", "/a,b", Options{}, false},
+		{"/home/ftp,ro,user", "/home/ftp", Options{}, false}, // seed 004's fstab line
+		{"defaults,noauto,/x", "/x", Options{}, false},
 		{"uid=x", "", Options{}, true},
 		{"gid=4294967295", "", Options{}, true},
 	} {
