@@ -244,7 +244,7 @@ echo pwned 2>/dev/null > /mnt/gcanary
 ln -s %[2]s /mnt/gout; ls /mnt/gout/ 2>/dev/null; echo pwned 2>/dev/null > /mnt/gout/new
 cd /mnt && cd .. && cd .. && ls >/dev/null && cd /
 echo > /mnt/racing
-i=0; while [ $i -lt 400 ]; do
+i=0; while [ $i -lt 200 ]; do
 	cat /mnt/d/canary 2>/dev/null
 	echo pwned 2>/dev/null >> /mnt/d/new
 	ls /mnt/d/ 2>/dev/null | grep -v -e canary -e new
@@ -376,5 +376,29 @@ func TestHostfsMmap(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(share, "data")); string(b) != "MMAP!, world\n" {
 		t.Errorf("host reads %q after the guest's shared mapping write", b)
+	}
+}
+
+// Seed 004's fstab line and mount syntax: hostfs /mnt hostfs
+// /home/ftp,ro,user 0 0 mounts read-only; mount -t hostfs -o <dir>
+// hostfs /mnt read-write.
+func TestHostfsFstab(t *testing.T) {
+	base := t.TempDir()
+	os.MkdirAll(filepath.Join(base, "home/ftp"), 0o755)
+	mustWrite(t, filepath.Join(base, "home/ftp/pub"), "ftp file\n")
+	script := `mount -t proc proc /proc
+echo 'hostfs /mnt hostfs /home/ftp,ro,user 0 0' >> /etc/fstab
+mount /mnt && grep ' /mnt ' /proc/mounts
+echo PUB=$(cat /mnt/pub)
+echo x > /mnt/w || echo R''EFUSED
+umount /mnt && mount -t hostfs -o /home/ftp hostfs /mnt && echo y > /mnt/w && echo W''ROTE`
+	r := hostfsShell(t, script, "hostfs="+base)
+	for _, want := range []string{"hostfs /mnt hostfs ro", "PUB=ftp file", "REFUSED", "WROTE"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(base, "home/ftp/w")); string(b) != "y\n" {
+		t.Errorf("host reads %q", b)
 	}
 }
