@@ -165,15 +165,15 @@ func (s *Sandbox) takeListener(tid int) error {
 	// Synchronous wake-ups (Linux 6.6): each trap is a direct switch to
 	// the engine and back. Older kernels refuse the flag; traps then
 	// take ordinary wake-ups.
-	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), abi.SECCOMP_IOCTL_NOTIF_SET_FLAGS, abi.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), abi.SECCOMP_IOCTL_NOTIF_SET_FLAGS, abi.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 	s.notifs = make(chan struct{})
-	go s.notifyLoop(fd, s.handler.(Notifier))
+	go s.notifyLoop(fd, s.handler.(Notifier), e == 0)
 	return nil
 }
 
 // notifyLoop receives notifications until no guest process uses the filter
 // any more (the listener then polls POLLHUP).
-func (s *Sandbox) notifyLoop(fd int, h Notifier) {
+func (s *Sandbox) notifyLoop(fd int, h Notifier, recvWakes bool) {
 	// One thread, with the Go runtime's preemption signal blocked: an
 	// ADDFD ioctl interrupted by SIGURG is restarted by the kernel, and
 	// the restarted request finds its notification already answered or
@@ -185,13 +185,30 @@ func (s *Sandbox) notifyLoop(fd int, h Notifier) {
 	defer close(s.notifs)
 	defer unix.Close(fd)
 	for {
-		// RECV waits by itself (no poll first: one system call less per
-		// trap). It fails when the guest went away between the wake-up
-		// and the receive, and, since Linux 6.6, when no process uses the
-		// filter any more; a poll then tells which.
+		// Since Linux 6.6 (which took the synchronous wake-up flag) RECV
+		// waits by itself and also returns when no process uses the
+		// filter any more: no poll first, one system call less per trap.
+		// Older kernels only tell that to poll.
+		if !recvWakes {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(pfd, -1); err != nil {
+				if err == unix.EINTR {
+					continue
+				}
+				return
+			}
+			if pfd[0].Revents&unix.POLLIN == 0 {
+				if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+					return
+				}
+				continue
+			}
+		}
 		var req abi.SeccompNotif
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), abi.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req)))
 		if e != 0 {
+			// The guest went away between the wake-up and the receive,
+			// or the filter's last user did: a poll tells which.
 			if e == unix.EINTR {
 				continue
 			}
