@@ -139,8 +139,8 @@ func TestHostfsRefused(t *testing.T) {
 	if strings.Contains(r.stdout, "MOUNTED") {
 		t.Errorf("a hostfs mount worked without hostfs=:\n%s", r.stdout)
 	}
-	if !strings.Contains(r.stderr, "start the engine with hostfs=<dir>") {
-		t.Errorf("no message naming hostfs= in the log:\n%s", r.stderr)
+	if !strings.Contains(r.stderr, "start the engine with hostfs_allow=<dir>") || !strings.Contains(r.stderr, "or hostfs=<dir>") {
+		t.Errorf("no message naming hostfs_allow= and hostfs= in the log:\n%s", r.stderr)
 	}
 }
 
@@ -400,5 +400,32 @@ umount /mnt && mount -t hostfs -o /home/ftp hostfs /mnt && echo y > /mnt/w && ec
 	}
 	if b, _ := os.ReadFile(filepath.Join(base, "home/ftp/w")); string(b) != "y\n" {
 		t.Errorf("host reads %q", b)
+	}
+}
+
+// TestHostfsAllow: with hostfs_allow=<dir> the seed's commands name host
+// paths as they are (no prefix), and a path outside <dir> is refused.
+func TestHostfsAllow(t *testing.T) {
+	base := t.TempDir()
+	ftp := filepath.Join(base, "home/ftp")
+	os.MkdirAll(ftp, 0o755)
+	mustWrite(t, filepath.Join(ftp, "pub"), "ftp file\n")
+	outside := filepath.Join(t.TempDir(), "out")
+	os.MkdirAll(outside, 0o755)
+	script := `mount -t proc proc /proc
+mount -t hostfs -o ` + ftp + ` hostfs /mnt && echo PUB=$(cat /mnt/pub) && echo y > /mnt/w && umount /mnt
+mount -t hostfs -o ` + outside + ` hostfs /mnt && echo O''UTSIDE-MOUNTED || echo O''UTSIDE-REFUSED
+mount -t hostfs -o ` + base + `/home/../.. hostfs /mnt && echo U''P-MOUNTED || echo U''P-REFUSED`
+	r := hostfsShell(t, script, "hostfs_allow="+base)
+	for _, want := range []string{"PUB=ftp file", "OUTSIDE-REFUSED", "UP-REFUSED"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(ftp, "w")); string(b) != "y\n" {
+		t.Errorf("host reads %q", b)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("outside directory changed: %v", ents)
 	}
 }

@@ -177,6 +177,9 @@ type Config struct {
 	// HostFS is the hostfs= root directory; HostFSAppend its ",append" flag.
 	HostFS       string
 	HostFSAppend bool
+	// HostFSAllow is hostfs_allow=<dir> (the engine's own): hostfs mount
+	// paths are host paths, allowed beneath dir.
+	HostFSAllow string
 	// IOMem lists iomem= regions.
 	IOMem []IOMem
 	// Xterm is the xterm= setting (Debian's default when not given).
@@ -492,6 +495,10 @@ func (p *parser) umlSetup(a string) (word string, add, exit bool) {
 	if v, ok := strings.CutPrefix(a, "trace="); ok && v != "" {
 		add = false
 		c.Trace = v
+	}
+	if v, ok := strings.CutPrefix(a, "hostfs_allow="); ok && v != "" {
+		add = false
+		c.HostFSAllow = v
 	}
 	if v, ok := strings.CutPrefix(a, "hostfs="); ok {
 		dir, flags, _ := strings.Cut(v, ",")

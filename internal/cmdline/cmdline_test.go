@@ -120,16 +120,16 @@ func TestKernelLine(t *testing.T) {
 }
 
 func TestGeneralOptions(t *testing.T) {
-	c, ws, err := Parse(strings.Fields("mem=512M umid=debian uml_dir=/srv/uml root=/dev/ubdb ro init=/bin/sh rootfstype=hostfs rootflags=/ hostfs=/srv,append quiet noreboot console=ttyS0 xterm=gnome-terminal,-t,-x initrd=/i.img iomem=io,/f mconsole=notify:/tmp/n ssl-non-raw"))
+	c, ws, err := Parse(strings.Fields("mem=512M umid=debian uml_dir=/srv/uml root=/dev/ubdb ro init=/bin/sh rootfstype=hostfs rootflags=/ hostfs=/srv,append hostfs_allow=/home quiet noreboot console=ttyS0 xterm=gnome-terminal,-t,-x initrd=/i.img iomem=io,/f mconsole=notify:/tmp/n ssl-non-raw"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Config{Mem: 512 << 20, Umid: "debian", UMLDir: "/srv/uml/", Root: "/dev/ubdb", ReadOnly: true, ReadOnlySet: true,
-		Init: "/bin/sh", RootFSType: "hostfs", RootFlags: "/", HostFS: "/srv", HostFSAppend: true, Quiet: true, NoReboot: true,
+		Init: "/bin/sh", RootFSType: "hostfs", RootFlags: "/", HostFS: "/srv", HostFSAppend: true, HostFSAllow: "/home", Quiet: true, NoReboot: true,
 		Console: nil, Xterm: Xterm{"gnome-terminal", "-t", "-x"}, Initrd: "/i.img", IOMem: []IOMem{{"io", "/f"}},
 		MconsoleNotify: "/tmp/n", SSLNonRaw: true}
 	got := Config{Mem: c.Mem, Umid: c.Umid, UMLDir: c.UMLDir, Root: c.Root, ReadOnly: c.ReadOnly, ReadOnlySet: c.ReadOnlySet,
-		Init: c.Init, RootFSType: c.RootFSType, RootFlags: c.RootFlags, HostFS: c.HostFS, HostFSAppend: c.HostFSAppend,
+		Init: c.Init, RootFSType: c.RootFSType, RootFlags: c.RootFlags, HostFS: c.HostFS, HostFSAppend: c.HostFSAppend, HostFSAllow: c.HostFSAllow,
 		Quiet: c.Quiet, NoReboot: c.NoReboot, Xterm: c.Xterm, Initrd: c.Initrd, IOMem: c.IOMem,
 		MconsoleNotify: c.MconsoleNotify, SSLNonRaw: c.SSLNonRaw}
 	if !reflect.DeepEqual(got, want) {

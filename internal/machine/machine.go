@@ -253,12 +253,16 @@ type hostRoot struct{ *hostfs.FS }
 
 func (hostRoot) source() string { return "hostfs" }
 
-// policy is where guest hostfs mounts may reach: hostfs=, or nowhere.
+// policy is where guest hostfs mounts may reach: beneath hostfs= (paths
+// relative to it), else host paths beneath hostfs_allow=, else nowhere.
 func (m *machine) policy() *hostfs.Policy {
-	if m.cfg.HostFS == "" {
-		return nil
+	switch {
+	case m.cfg.HostFS != "":
+		return &hostfs.Policy{Root: m.cfg.HostFS, Append: m.cfg.HostFSAppend}
+	case m.cfg.HostFSAllow != "":
+		return &hostfs.Policy{Root: m.cfg.HostFSAllow, Absolute: true, Append: m.cfg.HostFSAppend}
 	}
-	return &hostfs.Policy{Root: m.cfg.HostFS, Append: m.cfg.HostFSAppend}
+	return nil
 }
 
 // mountHostRoot mounts rootflags= as the root: beneath hostfs= when it is
@@ -565,7 +569,10 @@ Common options (the C kernel's syntax):
     uml_dir=<dir>    directory for machine ids (default: ~/.uml)
     root=<dev>  ro  rw  init=<path>  rootfstype=<type>  quiet  noreboot
     hostfs=<dir>[,append]
-        Allow guest hostfs mounts beneath <dir> only (none without it).
+        Allow guest hostfs mounts beneath <dir> only, paths relative to it.
+    hostfs_allow=<dir>
+        Allow guest hostfs mounts of host paths beneath <dir> only.
+        (Without either, hostfs mounts are refused.)
     rootfstype=hostfs rootflags=<dir>
         Boot from the host directory <dir> instead of ubd0.
     eth<N>=<transport>,...  network devices (parsed; the network comes

@@ -38,20 +38,24 @@ const resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE
 
 // ErrNotAllowed is returned by a nil Policy's Mount: the engine was
 // started without hostfs=.
-var ErrNotAllowed = errors.New("hostfs: mounts of host directories are refused: start the engine with hostfs=<dir> to allow mounts of host directories beneath <dir> (hostfs=/ allows the whole host, as the C kernel does without hostfs=)")
+var ErrNotAllowed = errors.New("hostfs: mounts of host directories are refused: start the engine with hostfs_allow=<dir> to allow mounts of host paths beneath <dir>, or hostfs=<dir> to make mount paths relative to <dir> (hostfs_allow=/ allows the whole host, as the C kernel does without hostfs=)")
 
 // ErrEscape is returned when a mount's host directory is not beneath the
 // allowed root.
 var ErrEscape = errors.New("not beneath the hostfs= directory")
 
 // Policy is where hostfs mounts may reach: the hostfs=<dir>[,append]
-// command line option. A nil Policy refuses every mount.
+// command line option (paths relative to dir), or hostfs_allow=<dir>
+// (host paths beneath dir). A nil Policy refuses every mount.
 type Policy struct {
 	// Root is the allowed host directory; mount paths are relative to it
 	// (the C kernel's prefix).
 	Root string
 	// Append opens every file written with O_APPEND (",append").
 	Append bool
+	// Absolute: mount paths are host paths, which must lie beneath Root
+	// (hostfs_allow=<dir>), instead of paths relative to it.
+	Absolute bool
 }
 
 // Options are a mount's own settings.
@@ -115,6 +119,16 @@ func (p *Policy) Mount(path string, o Options) (*FS, error) {
 	}
 	defer unix.Close(base)
 	rel := strings.TrimLeft(path, "/")
+	if p.Absolute {
+		// A host path, as the C kernel takes it without hostfs=: "" is
+		// the host's root. It must name a place beneath Root.
+		host := filepath.Clean("/" + path)
+		r, err := filepath.Rel(filepath.Clean(p.Root), host)
+		if err != nil || r == ".." || strings.HasPrefix(r, "../") {
+			return nil, fmt.Errorf("hostfs: %s: %w %s (hostfs_allow=): %w", host, ErrEscape, p.Root, syscall.EPERM)
+		}
+		rel = r
+	}
 	if rel == "" {
 		rel = "."
 	}

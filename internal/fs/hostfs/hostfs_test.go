@@ -99,6 +99,39 @@ func TestMountPolicy(t *testing.T) {
 	}
 }
 
+// TestMountAllow: with hostfs_allow=<dir> mount paths are host paths,
+// accepted only beneath dir (and then confined like any other).
+func TestMountAllow(t *testing.T) {
+	_, root := tree(t)
+	p := &Policy{Root: root + "/", Absolute: true}
+	for _, tc := range []struct {
+		path string
+		err  error
+	}{
+		{root, nil}, {root + "/sub", nil}, {root + "/sub/", nil}, {root + "//sub/.", nil},
+		{"", ErrEscape}, {"/", ErrEscape}, {"/etc", ErrEscape}, {root + "/..", ErrEscape},
+		{root + "/sub/../../x", ErrEscape}, {root + "x", ErrEscape}, {"sub", ErrEscape},
+		{root + "/abs", ErrEscape}, {root + "/rel", ErrEscape}, // host links leading out
+		{root + "/missing", syscall.ENOENT},
+	} {
+		f, err := p.Mount(tc.path, Options{})
+		if tc.err == nil {
+			if err != nil {
+				t.Errorf("Mount(%q): %v", tc.path, err)
+				continue
+			}
+			if want := filepath.Clean(tc.path); f.HostPath() != want {
+				t.Errorf("Mount(%q) shows %s, want %s", tc.path, f.HostPath(), want)
+			}
+			f.Close()
+			continue
+		}
+		if !errors.Is(err, tc.err) {
+			t.Errorf("Mount(%q): %v, want %v", tc.path, err, tc.err)
+		}
+	}
+}
+
 func mount(t *testing.T, root string, o Options) *FS {
 	t.Helper()
 	f, err := (&Policy{Root: root}).Mount("/", o)
