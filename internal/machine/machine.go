@@ -340,7 +340,9 @@ func (m *machine) openDisks() (disks []ubd.Device, root interface {
 	if !m.cfg.ReadOnly && d.ReadOnly() {
 		m.logf("ubda: write-protected, mounting read-only")
 	}
-	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[0].NoTrim, Logf: m.logf,
+	// Freed blocks are punched out of the image only with rootflags=discard
+	// (ext4's online discard, off by default as in Linux) and no ubd0t.
+	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[0].NoTrim && hasFlag(m.cfg.RootFlags, "discard"), Logf: m.logf,
 		Held: func() map[uint64]bool {
 			if k := m.kern.Load(); k != nil {
 				return k.HeldMemfds()
@@ -607,4 +609,19 @@ func (m *machine) mountScratch(k *kernel.Kernel, v *vfs.VFS) {
 			m.logf("tmpfs: mounted on %s (the root filesystem is read-only)", s.at)
 		}
 	}
+}
+
+// hasFlag reports whether the comma-separated mount options opts hold
+// word (the last of word and no<word> wins, as mount(8) takes them).
+func hasFlag(opts, word string) bool {
+	on := false
+	for _, o := range strings.Split(opts, ",") {
+		switch o {
+		case word:
+			on = true
+		case "no" + word:
+			on = false
+		}
+	}
+	return on
 }
