@@ -105,10 +105,9 @@ func (f *FS) open(ino uint32, flags int) (*os.File, error) {
 		return nil, syscall.ENOENT // freed meanwhile
 	}
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		if err := p.identify(); err != nil {
+		if err := p.markWritten(); err != nil {
 			return nil, err
 		}
-		p.written, p.writable = true, true
 		if flags&syscall.O_TRUNC != 0 {
 			if err := p.f.Truncate(0); err != nil {
 				return nil, fmt.Errorf("%s: %w", p.f.Name(), err)
@@ -218,6 +217,16 @@ func (p *page) fill(r io.ReaderAt) error {
 	return nil
 }
 
+// markWritten records an open for writing or a truncate (p.mu held):
+// from now on stat and write-back look at the memfd.
+func (p *page) markWritten() error {
+	if err := p.identify(); err != nil {
+		return err
+	}
+	p.written, p.writable = true, true
+	return nil
+}
+
 // identify records the memfd's host inode and mtime, on first need (an
 // open for writing, an unlink): pages only ever read do without (p.mu
 // held).
@@ -312,8 +321,8 @@ func (f *FS) writeback(p *page, all bool) error {
 		}
 		p.size = st.Size
 	}
-	bp := chunkBufs.Get().(*[]byte)
-	defer chunkBufs.Put(bp)
+	bp := f.bufs.Get().(*[]byte)
+	defer f.bufs.Put(bp)
 	buf := *bp
 	fd := int(p.f.Fd())
 	for off := int64(0); off < st.Size; off += chunk {
@@ -352,10 +361,6 @@ func (f *FS) writeback(p *page, all bool) error {
 	return nil
 }
 
-// chunkBufs are write-back's chunk buffers, reused rather than
-// allocated and zeroed for each write-back.
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
-
 // setMtime sets the memfd's mtime when the memfd was ever written (the
 // next write-back stores it in the inode); a page never written to is the
 // image's content, whose inode gets the time directly.
@@ -366,7 +371,7 @@ func (p *page) setMtime(t time.Time) error {
 		return nil
 	}
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Sec: t.Unix(), Nsec: int64(t.Nanosecond())}}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(p.f.Fd())), ts, 0); err != nil {
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, memfd.ProcPath(p.f), ts, 0); err != nil {
 		return fmt.Errorf("%s: setting mtime: %w", p.f.Name(), err)
 	}
 	return nil

@@ -59,15 +59,24 @@ type FS struct {
 	gen    atomic.Uint64 // bumped by every change: nodes reload their inode
 	stop   chan struct{}
 	reapc  chan struct{} // wakes the reaper: an orphan may be free
+	bufs   sync.Pool     // write-back's chunk buffers, reused
 	done   sync.WaitGroup
 	closed bool
 }
 
 // New wraps a filesystem opened read-only.
 func New(f *ext4.FS) *FS {
-	fs := &FS{cache: map[uint32]*page{}, wd: map[int32]*page{}, ino: -1}
+	fs := newFS(nil, 0, Options{})
 	fs.drv.Store(f)
 	return fs
+}
+
+// newFS is an FS with its maps and buffer pool, no driver and no
+// goroutines yet.
+func newFS(dev ext4.Device, size int64, o Options) *FS {
+	f := &FS{dev: dev, size: size, opts: o, cache: map[uint32]*page{}, wd: map[int32]*page{}, ino: -1}
+	f.bufs.New = func() any { b := make([]byte, chunk); return &b }
+	return f
 }
 
 // Mount opens the filesystem on dev (size bytes) read-write, unless
@@ -83,8 +92,8 @@ func Mount(dev ext4.Device, size int64, o Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{dev: dev, size: size, opts: o, cache: map[uint32]*page{}, wd: map[int32]*page{}, ino: -1,
-		stop: make(chan struct{})}
+	f := newFS(dev, size, o)
+	f.stop = make(chan struct{})
 	f.drv.Store(drv)
 	if err := f.startWatch(); err != nil {
 		o.Logf("extfs: no close notifications (%v): files are written back at sync and periodically only", err)

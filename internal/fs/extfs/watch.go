@@ -3,12 +3,13 @@ package extfs
 import (
 	"errors"
 	"os"
-	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/fs/memfd"
 )
 
 // Close notifications: an inotify watch on each memfd tells the engine
@@ -57,15 +58,15 @@ func (f *FS) watch(p *page, mask uint32) {
 		return
 	}
 	p.mu.Lock()
-	fd := -1
+	path := ""
 	if p.f != nil {
-		fd = int(p.f.Fd())
+		path = memfd.ProcPath(p.f)
 	}
 	p.mu.Unlock()
-	if fd < 0 {
+	if path == "" {
 		return
 	}
-	wd, err := unix.InotifyAddWatch(f.ino, "/proc/self/fd/"+strconv.Itoa(fd), p.wmask|mask)
+	wd, err := unix.InotifyAddWatch(f.ino, path, p.wmask|mask)
 	if err != nil {
 		f.opts.Logf("extfs: no close notification for %s: %v", p.name, err)
 		return

@@ -215,10 +215,9 @@ func (n *node) Truncate(size int64) error {
 		if p.f == nil {
 			return syscall.ENOENT
 		}
-		if err := p.identify(); err != nil {
+		if err := p.markWritten(); err != nil {
 			return err
 		}
-		p.written, p.writable = true, true
 		return p.f.Truncate(size)
 	}
 	return n.setAttr(&ext4.Attr{Mask: ext4.AttrSize, Size: uint64(size)})

@@ -71,6 +71,10 @@ func FromBytes(name string, b []byte) (*os.File, error) {
 	return Reopen(f, syscall.O_RDONLY)
 }
 
+// ProcPath names the engine's descriptor of f by its /proc/self/fd link,
+// for the calls that take a path (reopen, inotify, utimensat).
+func ProcPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
+
 // Reopen opens f again through /proc/self/fd with the access mode and
 // status flags of a guest's open (O_APPEND, O_NONBLOCK, …; O_CREAT,
 // O_EXCL, O_TRUNC and O_CLOEXEC are dropped: the caller handles them). The
@@ -78,8 +82,7 @@ func FromBytes(name string, b []byte) (*os.File, error) {
 func Reopen(f *os.File, flags int) (*os.File, error) {
 	keep := syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_NONBLOCK | syscall.O_DSYNC | syscall.O_SYNC | syscall.O_NOATIME | syscall.O_DIRECT
 	fl := flags&keep | syscall.O_CLOEXEC
-	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	fd, err := syscall.Open(p, fl, 0)
+	fd, err := syscall.Open(ProcPath(f), fl, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reopen %s: %w", f.Name(), err)
 	}
