@@ -190,15 +190,8 @@ func (s *Sandbox) notifyLoop(fd int, h Notifier, recvWakes bool) {
 		// filter any more: no poll first, one system call less per trap.
 		// Older kernels only tell that to poll.
 		if !recvWakes {
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if _, err := unix.Poll(pfd, -1); err != nil {
-				if err == unix.EINTR {
-					continue
-				}
-				return
-			}
-			if pfd[0].Revents&unix.POLLIN == 0 {
-				if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			if ready, gone := pollListener(fd, -1); !ready {
+				if gone {
 					return
 				}
 				continue
@@ -212,8 +205,7 @@ func (s *Sandbox) notifyLoop(fd int, h Notifier, recvWakes bool) {
 			if e == unix.EINTR {
 				continue
 			}
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if _, err := unix.Poll(pfd, 0); err == nil && pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			if _, gone := pollListener(fd, 0); gone {
 				return
 			}
 			continue
@@ -224,4 +216,15 @@ func (s *Sandbox) notifyLoop(fd int, h Notifier, recvWakes bool) {
 			n.Fail(abi.ENOSYS)
 		}
 	}
+}
+
+// pollListener waits up to timeout ms (-1: for ever) on the listener:
+// whether a notification waits, and whether the filter has no user left
+// (or the poll itself failed).
+func pollListener(fd, timeout int) (ready, gone bool) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if _, err := unix.Poll(pfd, timeout); err != nil {
+		return false, err != unix.EINTR
+	}
+	return pfd[0].Revents&unix.POLLIN != 0, pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
 }
