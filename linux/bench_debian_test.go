@@ -47,9 +47,7 @@ func TestBenchDebian(t *testing.T) {
 	forkexec := testutil.StaticC(t, "bench-forkexec", benchForkExecC)
 	script := filepath.Join(e.dir, "bench-debian.sh")
 	os.WriteFile(script, []byte(benchDebianScript(true)), 0o755)
-	boot := filepath.Join(e.dir, "bench-boot.sh")
-	os.WriteFile(boot, []byte("#!/bin/sh\necho "+benchBootMarker+"\nbusybox poweroff -f\n"), 0o755)
-	testutil.AddFiles(t, e.img, map[string]string{"/bench-forkexec": forkexec, "/bench-debian.sh": script, "/bench-boot.sh": boot})
+	e.addDebianFiles(t, map[string]string{"/bench-forkexec": forkexec, "/bench-debian.sh": script})
 	e.cimg = filepath.Join(e.dir, "c.img")
 	testutil.CopySparse(t, e.img, e.cimg)
 

@@ -146,9 +146,7 @@ func TestBenchExt4(t *testing.T) {
 	}
 	script := filepath.Join(e.dir, "bench-ext4.sh")
 	os.WriteFile(script, []byte(benchExt4Script(true)), 0o755)
-	boot := filepath.Join(e.dir, "bench-boot.sh")
-	os.WriteFile(boot, []byte("#!/bin/sh\necho "+benchBootMarker+"\nbusybox poweroff -f\n"), 0o755)
-	testutil.AddFiles(t, e.img, map[string]string{"/bench.tar": tarball, "/bench-ext4.sh": script, "/bench-boot.sh": boot})
+	e.addDebianFiles(t, map[string]string{"/bench.tar": tarball, "/bench-ext4.sh": script})
 	e.cimg = filepath.Join(e.dir, "c.img")
 	testutil.CopySparse(t, e.img, e.cimg)
 	nimg := filepath.Join(e.dir, "native.img")

@@ -235,6 +235,19 @@ func benchMedian(d []time.Duration) time.Duration {
 
 // benchEnv runs the machines of one benchmark: our engine on img, the C
 // kernel on its own copy cimg.
+// addDebianFiles puts files (guest path → host file) into e.img with
+// /bench-boot.sh, the boot-only run for the Debian image (which has no
+// poweroff but busybox's).
+func (e *benchEnv) addDebianFiles(t *testing.T, files map[string]string) {
+	t.Helper()
+	boot := filepath.Join(e.dir, "bench-boot.sh")
+	if err := os.WriteFile(boot, []byte("#!/bin/sh\necho "+benchBootMarker+"\nbusybox poweroff -f\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files["/bench-boot.sh"] = boot
+	testutil.AddFiles(t, e.img, files)
+}
+
 type benchEnv struct {
 	eng, img, cimg, dir string
 
