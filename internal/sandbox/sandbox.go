@@ -13,9 +13,15 @@
 // and calls Task.RedirectExec, or Task.RewriteExec with the argv that
 // Shebang and ShebangArgv give for "#!" scripts.
 //
+// Freeze, Thaw and Regs control a running guest from any goroutine: the
+// tracer, asleep in wait4, is woken for them by its bell, a tiny traced
+// child process (see control.go).
+//
 // The stub is the running binary re-executed with a marker in its
 // environment; the package's init turns such a process into the stub
 // before main runs, so any program importing the package can start guests.
+// Where a memfd cannot be executed, the bell is the running binary too,
+// with another marker.
 package sandbox
 
 import (
@@ -28,6 +34,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -45,18 +52,23 @@ func init() {
 	// The stub runs from the package's init, before any of the engine's
 	// own code: importing the package is enough, and no main can forget it.
 	// Its goroutine stays on the main thread, the one the engine attaches
-	// to: the exec must come from a traced thread.
-	if os.Getenv(stubEnv) != "" {
+	// to: the exec must come from a traced thread. So does the bell's: the
+	// engine traces only its main thread.
+	if os.Getenv(stubEnv) != "" || os.Getenv(bellEnv) != "" {
 		runtime.LockOSThread()
 		MaybeStub()
 	}
 }
 
-// MaybeStub turns the process into the sandbox stub when it was started as
-// one, and never returns then; otherwise it returns at once. The package's
-// init already calls it, so a main only needs to import the package; it is
-// exported for mains that want the hand-over visible.
+// MaybeStub turns the process into the sandbox stub (or a sandbox's bell)
+// when it was started as one, and never returns then; otherwise it returns
+// at once. The package's init already calls it, so a main only needs to
+// import the package; it is exported for mains that want the hand-over
+// visible.
 func MaybeStub() {
+	if os.Getenv(bellEnv) != "" {
+		runBell()
+	}
 	spec := os.Getenv(stubEnv)
 	if spec == "" {
 		return
@@ -252,7 +264,21 @@ type Sandbox struct {
 	err     error
 	tasks   map[int]*Task
 	early   map[int]int // tid → wait status of tasks that died unannounced
-	pending []waitEvent // stops collected by StopSiblings, handled next
+	// pending holds stops collected out of turn (by StopSiblings, Regs,
+	// or while frozen), handled in order before the next wait4 unless
+	// frozen; a task's exit follows its own kept stop there.
+	pending   []waitEvent
+	statR     *os.File // the stub's status pipe
+	execed    bool     // the stub has exec'd the guest's init
+	frozen    bool     // Freeze is in effect: stops are kept, not handled
+	tracerTid int      // the tracer's OS thread
+
+	// Control requests (Freeze, Thaw, Regs) wait in reqs until the
+	// tracer collects a stop of the bell, which rings it (control.go).
+	mu     sync.Mutex
+	reqs   []*request
+	reqErr error // once set, requests fail with it: the guest ended, or no bell
+	bell   int   // host pid of the bell; 0 before it starts and once it is gone
 }
 
 // ErrExec is wrapped by Wait's error when the stub could not exec the

@@ -376,7 +376,8 @@ func TestUnprivileged(t *testing.T) {
 		"TestHostileSyscalls", "TestX32Killed", "TestEmulatedTrap", "TestExecRedirect", "TestEngineDeath",
 		"TestGroupStop", "TestThreadsAndExitStops", "TestVforkSpawn", "TestSandboxInvariants",
 		"TestKillAction", "TestExecFromThread", "TestDynamicExecRedirect", "TestScriptExec",
-		"TestNotifyAddFd", "TestNotifyEmulate", "TestManyProcesses", "TestLargeConfig"}
+		"TestNotifyAddFd", "TestNotifyEmulate", "TestManyProcesses", "TestLargeConfig",
+		"TestBell", "TestFreezeThawErrors", "TestFreezeAtStart", "TestFreezeFromHandler"}
 	cmd := exec.Command(bin, "-test.v", "-test.count=1", "-test.run", "^("+strings.Join(tests, "|")+")$")
 	cmd.Dir = dir
 	cmd.Env = []string{"UMLTOOLS_SANDBOX_UNPRIV=1", "PATH=/usr/bin:/bin", "TMPDIR=/tmp", "HOME=" + dir}

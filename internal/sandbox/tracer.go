@@ -12,11 +12,14 @@ import (
 
 // tracer is the sandbox's ptrace loop. It runs on one OS thread for its
 // whole life (ptrace requests are bound to the attaching thread), starts
-// the stub from that thread, and serves stops until no guest task is left.
-// The thread is never unlocked, so it exits with the goroutine.
+// the stub and the bell from that thread, and serves stops until no guest
+// task is left. The thread is never unlocked, so it exits with the
+// goroutine.
 func (s *Sandbox) tracer() {
 	runtime.LockOSThread()
 	defer close(s.done)
+	defer s.endControl()
+	s.tracerTid = unix.Gettid()
 	if s.cfg.Pin {
 		var set unix.CPUSet
 		set.Set(s.cfg.CPU)
@@ -32,34 +35,40 @@ func (s *Sandbox) tracer() {
 		s.err = err
 		return
 	}
+	s.statR = statR
 	defer statR.Close()
 	defer func() {
 		if s.notifs != nil {
 			<-s.notifs
 		}
 	}()
-	execed := false
+	s.startBell()
 	for {
-		var ws unix.WaitStatus
-		var tid int
-		var err error
-		if len(s.pending) > 0 {
-			// Stops collected while freezing threads come first.
-			tid, ws = s.pending[0].tid, s.pending[0].ws
+		if len(s.pending) > 0 && !s.frozen {
+			// Stops collected out of turn come first.
+			ev := s.pending[0]
 			s.pending = s.pending[1:]
-			if t := s.tasks[tid]; t != nil {
+			if t := s.tasks[ev.tid]; t != nil {
 				t.queued = false
 			}
-		} else {
-			// __WNOTHREAD: only this thread's children and tracees, so
-			// the engine's other children (os/exec elsewhere) are never
-			// reaped here.
-			tid, err = unix.Wait4(-1, &ws, abi.WALL|abi.WNOTHREAD, nil)
+			s.handle(&ev)
+			continue
 		}
+		// __WNOTHREAD: only this thread's children and tracees, so the
+		// engine's other children (os/exec elsewhere) are never reaped
+		// here.
+		var ws unix.WaitStatus
+		tid, err := unix.Wait4(-1, &ws, abi.WALL|abi.WNOTHREAD, nil)
 		if err == unix.EINTR {
 			continue
 		}
 		if err == unix.ECHILD {
+			if len(s.pending) > 0 {
+				// Every task is gone while frozen: what was kept is
+				// handled now, so the handler sees every exit.
+				s.frozen = false
+				continue
+			}
 			break
 		}
 		if err != nil {
@@ -67,39 +76,80 @@ func (s *Sandbox) tracer() {
 			unix.Kill(s.Pid, unix.SIGKILL)
 			break
 		}
-		if ws.Exited() || ws.Signaled() {
-			t := s.tasks[tid]
-			delete(s.tasks, tid)
-			switch {
-			case t == nil || !t.announced:
-				// A new task killed before its parent's creation event
-				// (perhaps before its first stop): report both when
-				// that event comes.
-				s.early[tid] = int(ws)
-			case t != nil && !t.stub:
-				s.handler.Event(t, Event{Kind: EvExit, Status: int(ws)})
-			}
-			if tid == s.Pid {
-				s.status = ws
-				if t != nil && t.stub && !execed {
-					msg, _ := io.ReadAll(statR)
-					s.err = fmt.Errorf("sandbox: %w: %s", ErrExec, msg)
-				}
-			}
-			continue
+		s.collect(tid, ws)
+	}
+}
+
+// collect takes one wait status from wait4: the bell's, an exit, or a stop
+// (handled now, or kept while frozen).
+func (s *Sandbox) collect(tid int, ws unix.WaitStatus) {
+	if tid == s.bell {
+		s.bellEvent(ws)
+		return
+	}
+	if ws.Exited() || ws.Signaled() {
+		if tid == s.Pid {
+			// The guest is ending: no more control requests.
+			s.stopControl(ErrEnded)
 		}
-		if !ws.Stopped() {
-			continue
+		if t := s.tasks[tid]; t != nil && t.queued {
+			// Reaped now, reported after the stop it has kept.
+			s.pending = append(s.pending, waitEvent{tid: tid, ws: ws})
+			return
 		}
-		if s.stopped(tid, uint32(ws)) {
-			execed = true
+		s.exited(tid, ws)
+		return
+	}
+	if !ws.Stopped() {
+		return
+	}
+	if s.frozen {
+		s.keep(tid, ws)
+		return
+	}
+	if s.stopped(tid, uint32(ws), nil) {
+		s.execed = true
+	}
+}
+
+// handle handles a wait status taken from pending.
+func (s *Sandbox) handle(ev *waitEvent) {
+	switch {
+	case ev.ws.Exited() || ev.ws.Signaled():
+		s.exited(ev.tid, ev.ws)
+	case ev.ws.Stopped():
+		if s.stopped(ev.tid, uint32(ev.ws), ev) {
+			s.execed = true
+		}
+	}
+}
+
+// exited handles the exit of tid.
+func (s *Sandbox) exited(tid int, ws unix.WaitStatus) {
+	t := s.tasks[tid]
+	delete(s.tasks, tid)
+	switch {
+	case t == nil || !t.announced:
+		// A new task killed before its parent's creation event
+		// (perhaps before its first stop): report both when that event
+		// comes.
+		s.early[tid] = int(ws)
+	case t != nil && !t.stub:
+		s.handler.Event(t, Event{Kind: EvExit, Status: int(ws)})
+	}
+	if tid == s.Pid {
+		s.status = ws
+		if t != nil && t.stub && !s.execed {
+			msg, _ := io.ReadAll(s.statR)
+			s.err = fmt.Errorf("sandbox: %w: %s", ErrExec, msg)
 		}
 	}
 }
 
 // stopped handles one ptrace stop of tid; it reports whether it was the
-// stub's exec into the guest.
-func (s *Sandbox) stopped(tid int, status uint32) (stubExec bool) {
+// stub's exec into the guest. kept is the stop's record when it was
+// collected earlier (nil for a stop just collected).
+func (s *Sandbox) stopped(tid int, status uint32, kept *waitEvent) (stubExec bool) {
 	sig := int(status>>8) & 0xff
 	event := int(status >> 16)
 	t := s.tasks[tid]
@@ -128,10 +178,14 @@ func (s *Sandbox) stopped(tid int, status uint32) (stubExec bool) {
 		s.syscall(t)
 	case sig == int(unix.SIGTRAP) && (event == abi.PTRACE_EVENT_FORK ||
 		event == abi.PTRACE_EVENT_VFORK || event == abi.PTRACE_EVENT_CLONE):
-		s.cloned(t, event)
+		s.cloned(t, event, kept)
 	case sig == int(unix.SIGTRAP) && event == abi.PTRACE_EVENT_EXEC:
 		var old uintptr
-		ptrace(abi.PTRACE_GETEVENTMSG, tid, 0, uintptrOf(&old))
+		if kept != nil {
+			old = kept.msg
+		} else {
+			ptrace(abi.PTRACE_GETEVENTMSG, tid, 0, uintptrOf(&old))
+		}
 		if int(old) != tid {
 			// A non-leader thread exec'd and took over the leader's tid.
 			if ot := s.tasks[int(old)]; ot != nil {
@@ -216,10 +270,16 @@ func (s *Sandbox) syscall(t *Task) {
 	resume(t.Tid, 0)
 }
 
-// cloned handles a fork, vfork or clone event of parent t.
-func (s *Sandbox) cloned(t *Task, event int) {
+// cloned handles a fork, vfork or clone event of parent t (kept: its
+// record, when collected earlier).
+func (s *Sandbox) cloned(t *Task, event int, kept *waitEvent) {
 	var msg uintptr
-	if ptrace(abi.PTRACE_GETEVENTMSG, t.Tid, 0, uintptrOf(&msg)) != nil {
+	if kept != nil {
+		if !kept.msgOK {
+			return
+		}
+		msg = kept.msg
+	} else if ptrace(abi.PTRACE_GETEVENTMSG, t.Tid, 0, uintptrOf(&msg)) != nil {
 		return
 	}
 	ctid := int(msg)
@@ -231,7 +291,9 @@ func (s *Sandbox) cloned(t *Task, event int) {
 		flags = abi.CLONE_VM | abi.CLONE_VFORK | uint64(unix.SIGCHLD)
 	default:
 		var regs abi.Regs
-		if getRegs(t.Tid, &regs) == nil {
+		if kept != nil {
+			flags = kept.flags
+		} else if getRegs(t.Tid, &regs) == nil {
 			flags = regs.Rdi
 		}
 	}
@@ -298,10 +360,42 @@ func enforce(regs *abi.Regs) (Action, bool) {
 	return Action{}, false
 }
 
-// waitEvent is a wait status collected out of order.
+// waitEvent is a wait status collected out of order. The message of a
+// creation or exec event (and a clone's flags) is read when the stop is
+// collected: the task may be gone when the stop is handled.
 type waitEvent struct {
-	tid int
-	ws  unix.WaitStatus
+	tid   int
+	ws    unix.WaitStatus
+	msg   uintptr // PTRACE_GETEVENTMSG
+	msgOK bool
+	flags uint64 // clone flags of a PTRACE_EVENT_CLONE
+}
+
+// keep puts a stop (or, from StopSiblings, an exit) of tid in pending, to
+// be handled in turn. The stopped task stays stopped until then.
+func (s *Sandbox) keep(tid int, ws unix.WaitStatus) {
+	ev := waitEvent{tid: tid, ws: ws}
+	t := s.tasks[tid]
+	if ws.Stopped() {
+		switch event := uint32(ws) >> 16; event {
+		case abi.PTRACE_EVENT_FORK, abi.PTRACE_EVENT_VFORK, abi.PTRACE_EVENT_CLONE, abi.PTRACE_EVENT_EXEC:
+			ev.msgOK = ptrace(abi.PTRACE_GETEVENTMSG, tid, 0, uintptrOf(&ev.msg)) == nil
+			var regs abi.Regs
+			if event == abi.PTRACE_EVENT_CLONE && getRegs(tid, &regs) == nil {
+				ev.flags = regs.Rdi
+			}
+		}
+		if t == nil {
+			// A new task's first stop: known from now on, so that its
+			// exit waits behind this stop.
+			t = &Task{Tid: tid, Tgid: tid, sb: s}
+			s.tasks[tid] = t
+		}
+	}
+	if t != nil {
+		t.queued = true
+	}
+	s.pending = append(s.pending, ev)
 }
 
 // StopSiblings stops every other thread of t's thread group and returns a
@@ -310,9 +404,12 @@ type waitEvent struct {
 // other thread can change it in between (TOCTOU), and call the returned
 // function before the handler returns. Stops the siblings report meanwhile
 // are kept and handled after the current one.
+//
+// While the sandbox is frozen (a Handler's EvExit then), no guest code
+// runs and StopSiblings does nothing.
 func (t *Task) StopSiblings() (resume func()) {
 	s := t.sb
-	if s == nil {
+	if s == nil || s.frozen {
 		return func() {}
 	}
 	var frozen []int
@@ -338,15 +435,23 @@ func (t *Task) StopSiblings() (resume func()) {
 			} else {
 				// Another stop (or its exit) came first: it is stopped
 				// now, and the main loop handles that stop later.
-				s.pending = append(s.pending, waitEvent{o.Tid, ws})
-				o.queued = true
+				s.keep(o.Tid, ws)
 			}
 			break
 		}
 	}
 	return func() {
 		for _, tid := range frozen {
+			if s.frozen {
+				// Frozen meanwhile: the interrupt stop is kept like
+				// the others and handled (resumed) after Thaw.
+				s.keep(tid, interruptStop)
+				continue
+			}
 			ptrace(abi.PTRACE_CONT, tid, 0, 0)
 		}
 	}
 }
+
+// interruptStop is the wait status of a PTRACE_INTERRUPT stop.
+const interruptStop = unix.WaitStatus(abi.PTRACE_EVENT_STOP<<16 | int(unix.SIGTRAP)<<8 | 0x7f)
