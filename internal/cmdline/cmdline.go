@@ -57,6 +57,7 @@ package cmdline
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -189,6 +190,10 @@ type Config struct {
 	// Trace is trace=<file>, an engine extension: one line per trapped
 	// guest syscall is appended to the file. The word does not reach init.
 	Trace string
+	// ReadyFD is ready-fd=<n>, an engine extension: when init has started
+	// the engine writes one line to its host fd n and closes it; -1 when
+	// not given. The word does not reach init.
+	ReadyFD int
 
 	// Quiet is the generic kernel's "quiet".
 	Quiet bool
@@ -324,7 +329,7 @@ func (p *parser) warn(l Level, dev, format string, a ...any) {
 
 // Parse parses the kernel command line args (argv without argv[0]).
 func Parse(args []string) (*Config, Warnings, error) {
-	c := &Config{Args: append([]string(nil), args...), Xterm: Xterm{DefaultXterm, "-T", "-e"}}
+	c := &Config{Args: append([]string(nil), args...), Xterm: Xterm{DefaultXterm, "-T", "-e"}, ReadyFD: -1}
 	p := &parser{c: c, env: []string{"HOME=/", "TERM=linux"}}
 
 	// Phase 1: the UML setup table, on each argv element by prefix.
@@ -499,6 +504,14 @@ func (p *parser) umlSetup(a string) (word string, add, exit bool) {
 	if v, ok := strings.CutPrefix(a, "hostfs_allow="); ok && v != "" {
 		add = false
 		c.HostFSAllow = v
+	}
+	if v, ok := strings.CutPrefix(a, "ready-fd="); ok {
+		add = false
+		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+			c.ReadyFD = n
+		} else {
+			p.warn(Error, "", "ready-fd=%s: not a file descriptor number", v)
+		}
 	}
 	if v, ok := strings.CutPrefix(a, "hostfs="); ok {
 		dir, flags, _ := strings.Cut(v, ",")

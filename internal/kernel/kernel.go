@@ -87,6 +87,16 @@ type Config struct {
 	// HostFS is where guest hostfs mounts may reach (hostfs=); nil
 	// refuses them.
 	HostFS *hostfs.Policy
+	// Disks serves mount(2) of the ubd disks' filesystems; nil: none.
+	Disks Disks
+	// Lines serves the consoles and serial lines other than con0: guest
+	// device 4:N (/dev/ttyN, conN) and 4:64+N (/dev/ttySN, sslN). It
+	// fails with ENXIO for a line that does not exist. Nil: none.
+	Lines func(rdev uint64) (Console, error)
+	// UserNotify, when set, receives what guest processes write to
+	// /proc/mconsole (which exists only then), a write(2) at a time as
+	// far as the pipe behind it keeps them apart.
+	UserNotify func(b []byte)
 }
 
 // Kernel serves one boot of a machine.
@@ -104,6 +114,8 @@ type Kernel struct {
 	hostname string
 	domain   string
 	halted   bool
+	disks    []vfs.FS // filesystems mounted from Disks
+	cadOff   bool     // reboot(LINUX_REBOOT_CMD_CAD_OFF): Ctrl-Alt-Del signals init
 
 	priv     string // the guests' host root (private directory)
 	execDir  *sandbox.ExecDir
@@ -113,6 +125,8 @@ type Kernel struct {
 	objs     map[hostKey]*vfs.Dentry
 	procObjs map[hostKey]*vfs.Dentry
 	images   map[hostKey]*vfs.Dentry // exec images and loaders in priv → the guest file
+	fifos    map[hostKey]string      // guest FIFOs (mount dev, ino) → host FIFO in priv
+	ttys     map[uint64]uint64       // host pty slave rdev → guest tty rdev (lines opened)
 	bootID   string
 	memDev   uint64 // st_dev of memfds
 	phDev    uint64 // st_dev of placeholder directories
@@ -137,7 +151,7 @@ func New(cfg Config) (*Kernel, error) {
 	}
 	k := &Kernel{cfg: cfg, vfs: cfg.VFS, boot: time.Now(), procs: map[int]*Process{}, threads: map[int]*Thread{},
 		hostname: cfg.Hostname, domain: "(none)", execs: map[imageKey]string{}, loaders: map[*vfs.Dentry]string{},
-		objs: map[hostKey]*vfs.Dentry{}, procObjs: map[hostKey]*vfs.Dentry{}, images: map[hostKey]*vfs.Dentry{},
+		objs: map[hostKey]*vfs.Dentry{}, procObjs: map[hostKey]*vfs.Dentry{}, images: map[hostKey]*vfs.Dentry{}, fifos: map[hostKey]string{}, ttys: map[uint64]uint64{},
 		bootID: newUUID()}
 	if k.hostname == "" {
 		k.hostname = "(none)"
@@ -167,6 +181,9 @@ func New(cfg Config) (*Kernel, error) {
 	k.memDev = st.Dev
 	k.devfs = devfs.New()
 	k.procfs = procfs.New(k)
+	if cfg.UserNotify != nil {
+		k.procfs.Mconsole = k.openNotify
+	}
 	return k, nil
 }
 

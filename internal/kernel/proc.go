@@ -80,6 +80,9 @@ func (k *Kernel) ttyNr(host int64) int64 {
 	if host != 0 && k.cfg.Console != nil && uint64(host) == k.cfg.Console.Rdev() {
 		return int64(vfs.Mkdev(5, 1))
 	}
+	if g, ok := k.ttys[uint64(host)]; ok {
+		return int64(g)
+	}
 	return 0
 }
 
@@ -332,6 +335,10 @@ func (k *Kernel) Fds(pid int) (map[int]string, error) {
 		if r < 0 {
 			continue
 		}
+		if name := k.ttyName(&o.st); name != "" {
+			out[n] = name // whichever node opened it
+			continue
+		}
 		if o.d != nil {
 			out[n] = k.vfs.Path(o.d, p.FS.Root)
 			continue
@@ -377,12 +384,22 @@ func (k *Kernel) File(c *vfs.Ctx, name string) ([]byte, error) {
 		total, free := k.memInfo()
 		kb := func(v uint64) uint64 { return v / 1024 }
 		var b strings.Builder
+		used := kb(total - free)
+		// The 6.1 UML kernel's fields, in its order (free, top and
+		// mconsole scripts read them); what the engine has no notion of
+		// is 0.
 		for _, kv := range []struct {
 			k string
 			v uint64
 		}{{"MemTotal", kb(total)}, {"MemFree", kb(free)}, {"MemAvailable", kb(free)}, {"Buffers", 0},
-			{"Cached", 0}, {"SwapCached", 0}, {"Active", kb(total - free)}, {"Inactive", 0},
-			{"SwapTotal", 0}, {"SwapFree", 0}, {"Shmem", 0}} {
+			{"Cached", 0}, {"SwapCached", 0}, {"Active", used}, {"Inactive", 0},
+			{"Active(anon)", used}, {"Inactive(anon)", 0}, {"Active(file)", 0}, {"Inactive(file)", 0},
+			{"Unevictable", 0}, {"Mlocked", 0}, {"SwapTotal", 0}, {"SwapFree", 0}, {"Zswap", 0}, {"Zswapped", 0},
+			{"Dirty", 0}, {"Writeback", 0}, {"AnonPages", used}, {"Mapped", 0}, {"Shmem", 0},
+			{"KReclaimable", 0}, {"Slab", 0}, {"SReclaimable", 0}, {"SUnreclaim", 0}, {"KernelStack", 0},
+			{"PageTables", 0}, {"SecPageTables", 0}, {"NFS_Unstable", 0}, {"Bounce", 0}, {"WritebackTmp", 0},
+			{"CommitLimit", kb(total) / 2}, {"Committed_AS", used}, {"VmallocTotal", 34359738367},
+			{"VmallocUsed", 0}, {"VmallocChunk", 0}, {"Percpu", 0}} {
 			fmt.Fprintf(&b, "%-15s %8d kB\n", kv.k+":", kv.v)
 		}
 		return []byte(b.String()), nil
@@ -426,4 +443,23 @@ func rss(tgid int) uint64 {
 	}
 	n, _ := strconv.ParseUint(f[1], 10, 64)
 	return n * 4096
+}
+
+// ttyName is the guest name of a host pty slave that is a console or
+// line ("/dev/console", "/dev/tty1", "/dev/ttyS0"), or "".
+func (k *Kernel) ttyName(st *unix.Stat_t) string {
+	if st.Mode&syscall.S_IFMT != syscall.S_IFCHR {
+		return ""
+	}
+	if k.cfg.Console != nil && st.Rdev == k.cfg.Console.Rdev() {
+		return "/dev/console"
+	}
+	g, ok := k.ttys[st.Rdev]
+	if !ok {
+		return ""
+	}
+	if m := vfs.Minor(g); m >= 64 {
+		return "/dev/ttyS" + strconv.Itoa(int(m-64))
+	}
+	return "/dev/tty" + strconv.Itoa(int(vfs.Minor(g)))
 }

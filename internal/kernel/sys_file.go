@@ -131,8 +131,13 @@ func (c *call) sysOpen(dirfd int, pathAddr uint64, flags int, mode uint32) int64
 			return errno(err)
 		}
 		return c.install(f, d, cloexec)
+	case syscall.S_IFIFO:
+		if r := c.permit(&a, accessWant(acc)); r < 0 {
+			return r
+		}
+		return c.openFifo(d, &a, flags, cloexec)
 	}
-	// FIFOs and sockets in the filesystem come with the later milestones.
+	// Sockets in the filesystem are opened by connect(2), not open(2).
 	return -abi.ENXIO
 }
 
@@ -167,10 +172,26 @@ func (c *call) openPath(d *vfs.Dentry, a *vfs.Attr, flags int, cloexec bool) int
 
 // openDevice opens the host object behind guest device rdev.
 func (c *call) openDevice(rdev uint64, typ uint32, flags int) (*os.File, int64) {
-	if typ != syscall.S_IFCHR {
-		return nil, -abi.ENXIO // block devices come with mount of ubd disks
-	}
 	keep := flags & (syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_NONBLOCK)
+	if typ == syscall.S_IFBLK {
+		if c.k.cfg.Disks == nil {
+			return nil, -abi.ENXIO
+		}
+		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+			// Mounted read-write (the root included): the filesystem
+			// driver's cache would not see the guest's writes.
+			for _, m := range c.k.vfs.Mounts() {
+				if m.Dev == rdev && !m.ReadOnly() {
+					return nil, -abi.EBUSY
+				}
+			}
+		}
+		f, err := c.k.cfg.Disks.OpenDisk(rdev, keep|flags&(syscall.O_SYNC|syscall.O_DSYNC|syscall.O_DIRECT))
+		if err != nil {
+			return nil, errno(err)
+		}
+		return f, 0
+	}
 	if p := devfs.HostPath(rdev); p != "" {
 		// syscall.Open, not os.OpenFile: Go makes character devices it
 		// opens non-blocking, and the guest would share that.
@@ -185,11 +206,46 @@ func (c *call) openDevice(rdev uint64, typ uint32, flags int) (*os.File, int64) 
 		return c.k.openConsole(keep)
 	case devfs.Tty:
 		if !c.k.hasConsoleCtty(c.th.Tid) {
-			return nil, -abi.ENXIO
+			return c.k.openCtty(c.th.Tid, keep)
 		}
 		return c.k.openConsole(keep)
 	}
+	if vfs.Major(rdev) == 4 && c.k.cfg.Lines != nil {
+		con, err := c.k.cfg.Lines(rdev)
+		if err != nil {
+			return nil, errno(err)
+		}
+		c.k.ttys[con.Rdev()] = rdev
+		f, err := con.OpenSlave(keep | syscall.O_NOCTTY)
+		if err != nil {
+			return nil, errno(err)
+		}
+		return f, 0
+	}
 	return nil, -abi.ENXIO
+}
+
+// openCtty opens /dev/tty for a thread whose controlling terminal is a
+// line other than the console: that line's pty.
+func (k *Kernel) openCtty(tid, flags int) (*os.File, int64) {
+	f := hostStat(tid)
+	if len(f) < 5 || k.cfg.Lines == nil {
+		return nil, -abi.ENXIO
+	}
+	n, _ := parseInt(f[4])
+	guest, ok := k.ttys[uint64(n)]
+	if !ok {
+		return nil, -abi.ENXIO
+	}
+	con, err := k.cfg.Lines(guest)
+	if err != nil {
+		return nil, errno(err)
+	}
+	fl, err := con.OpenSlave(flags | syscall.O_NOCTTY)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return fl, 0
 }
 
 func (k *Kernel) openConsole(flags int) (*os.File, int64) {

@@ -84,6 +84,7 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 	}
 	opts := mountOpts(data)
 	var fs vfs.FS
+	var diskDev uint64 // the block device of a disk's filesystem
 	switch fstype {
 	case "proc":
 		fs = c.k.procfs
@@ -107,6 +108,11 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 			return r
 		}
 		fs, opts = hf, []string{hf.HostPath()}
+	case "ext4", "ext3", "ext2":
+		var r int64
+		if fs, diskDev, r = c.mountDisk(source, fstype, &mflags, data); r < 0 {
+			return r
+		}
 	case "":
 		return -abi.EINVAL
 	default:
@@ -116,10 +122,16 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 		source = "none"
 	}
 	dev := c.k.vfs.AnonDev()
-	if fstype == "proc" || fstype == "devtmpfs" {
+	switch {
+	case fstype == "proc" || fstype == "devtmpfs":
 		dev = c.k.fsDev(fs)
+	case diskDev != 0:
+		dev = diskDev // st_dev of its files is the disk's, as in Linux
 	}
 	if _, err := c.k.vfs.Mount(fs, at, source, mflags, strings.Join(opts, ","), dev); err != nil {
+		if c.k.disk(fs) {
+			c.k.cfg.Disks.UnmountDisk(fs)
+		}
 		return errno(err)
 	}
 	return 0
@@ -206,7 +218,59 @@ func (c *call) sysUmount(targetAddr uint64, flags int) int64 {
 	if hf, ok := fs.(*hostfs.FS); ok && flags&0x2 == 0 {
 		hf.Close() // its host directory; nothing in the guest holds it
 	}
+	if c.k.cfg.Disks != nil && c.k.disk(fs) && flags&0x2 == 0 {
+		// Written back and released: the disk may be unplugged now. (A
+		// detached mount keeps its disk until the machine ends.)
+		if err := c.k.cfg.Disks.UnmountDisk(fs); err != nil {
+			c.k.cfg.Logf("umount %s: %v", target, err)
+		}
+	}
 	return 0
+}
+
+// mountDisk opens the filesystem on the block device node source.
+func (c *call) mountDisk(source, fstype string, mflags *uintptr, data string) (vfs.FS, uint64, int64) {
+	if c.k.cfg.Disks == nil {
+		return nil, 0, -abi.ENODEV
+	}
+	if source == "" {
+		return nil, 0, -abi.ENOTBLK
+	}
+	d, r := c.lookup(abi.AT_FDCWD, source, true)
+	if r < 0 {
+		return nil, 0, r
+	}
+	a, err := d.Node.Attr()
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	if a.Type() != syscall.S_IFBLK {
+		return nil, 0, -abi.ENOTBLK
+	}
+	if d.Mount.Flags&vfs.NoDev != 0 {
+		return nil, 0, -abi.EACCES
+	}
+	fs, ro, err := c.k.cfg.Disks.MountDisk(a.Rdev, fstype, *mflags&vfs.ReadOnly != 0, data)
+	if err != nil {
+		c.k.cfg.Logf("mount %s: %v", source, err)
+		return nil, 0, errno(err)
+	}
+	if ro {
+		*mflags |= vfs.ReadOnly
+	}
+	c.k.disks = append(c.k.disks, fs)
+	return fs, a.Rdev, 0
+}
+
+// disk reports whether fs came from Disks, and forgets it.
+func (k *Kernel) disk(fs vfs.FS) bool {
+	for i, f := range k.disks {
+		if f == fs {
+			k.disks = append(k.disks[:i], k.disks[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // mountHostfs opens the host directory that mount(2) data names, beneath

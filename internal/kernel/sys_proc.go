@@ -123,6 +123,7 @@ func (c *call) sysReboot(magic1, magic2, cmd uint32) int64 {
 	}
 	switch cmd {
 	case rebootCmdCadOn, rebootCmdCadOff:
+		c.k.cadOff = cmd == rebootCmdCadOff
 		return 0
 	case rebootCmdHalt:
 		c.k.cfg.Logf("reboot: System halted")

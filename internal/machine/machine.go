@@ -23,12 +23,12 @@ import (
 
 	chans "github.com/umltools/umltools/internal/chan"
 	"github.com/umltools/umltools/internal/cmdline"
-	"github.com/umltools/umltools/internal/cow"
 	"github.com/umltools/umltools/internal/ext4"
 	"github.com/umltools/umltools/internal/fs/extfs"
 	"github.com/umltools/umltools/internal/fs/hostfs"
 	"github.com/umltools/umltools/internal/fs/tmpfs"
 	"github.com/umltools/umltools/internal/kernel"
+	"github.com/umltools/umltools/internal/mconsole"
 	"github.com/umltools/umltools/internal/ubd"
 	"github.com/umltools/umltools/internal/umid"
 	"github.com/umltools/umltools/internal/version"
@@ -67,8 +67,24 @@ type machine struct {
 	dmesg bytes.Buffer
 
 	// kern is the running boot's kernel (nil between boots), for the
-	// root filesystem's questions about open files.
+	// root filesystem's questions about open files and for mconsole.
 	kern atomic.Pointer[kernel.Kernel]
+
+	dir       *umid.Dir   // the machine directory
+	readyDone bool        // the ready-fd= line is written
+	panicked  atomic.Bool // a panic was logged: the machine ends with status 1
+
+	// diskMu guards the disks (by unit), the ones the guest has mounted
+	// (other than the root), and cfg.Ubd and cfg.Mem after boot.
+	diskMu    sync.Mutex
+	disks     []ubd.Device
+	mounted   map[int]*extfs.FS
+	rootIsUbd bool // ubd0 holds the root filesystem
+
+	// lineMu guards lines: the consoles and serial lines beyond con0
+	// that are up, by guest device number.
+	lineMu sync.Mutex
+	lines  map[uint64]*chans.Console
 }
 
 // logf writes a kernel log line: to the log buffer always, to stderr
@@ -185,21 +201,32 @@ func (m *machine) run(args []string) int {
 			return 1
 		}
 	}
-	dir, err := umid.CreateOrRandom(base, cfg.Umid, os.Getpid(), m.logf)
+	// The machine directory appears (under its umid) only once its
+	// mconsole socket answers: scripts may wait for it.
+	dir, err := umid.StageOrRandom(base, cfg.Umid, os.Getpid(), m.logf)
 	if err != nil {
 		m.errorf("Failed to initialize umid: %v", err)
 		return 1
 	}
+	m.dir = dir
 	defer dir.Remove()
-
-	disks, root, code := m.openDisks()
-	defer func() {
-		for _, d := range disks {
-			if d != nil {
-				d.Close()
-			}
+	srv := m.startMconsole(dir.Socket())
+	if err := dir.PublishOrRandom(m.logf); err != nil {
+		m.errorf("Failed to initialize umid: %v", err)
+		if srv != nil {
+			srv.Close()
 		}
-	}()
+		return 1
+	}
+	if srv != nil {
+		defer srv.Close()
+		m.logf("mconsole (version 2) initialized on %s", dir.Socket())
+		m.notify(mconsole.NotifySocket, append([]byte(dir.Socket()), 0))
+	}
+
+	m.mounted = map[int]*extfs.FS{}
+	root, code := m.openDisks()
+	defer m.closeDisks()
 	if code >= 0 {
 		return code
 	}
@@ -219,6 +246,8 @@ func (m *machine) run(args []string) int {
 	if con != nil {
 		defer con.Close()
 	}
+	m.startLines()
+	defer m.closeLines()
 
 	// Signals to the engine shut the machine down.
 	sigs := make(chan os.Signal, 1)
@@ -288,22 +317,18 @@ func (m *machine) mountHostRoot() (*hostfs.FS, error) {
 // boot (so their locks are taken), and mounts ubd0 (or the hostfs
 // directory) as the root. code is the exit status when the machine
 // cannot boot, -1 otherwise.
-func (m *machine) openDisks() (disks []ubd.Device, root interface {
+func (m *machine) openDisks() (root interface {
 	rootFS
 	source() string
 }, code int) {
-	disks = make([]ubd.Device, cmdline.MaxUbd)
+	disks := make([]ubd.Device, cmdline.MaxUbd)
+	m.disks = disks
 	for i, sp := range m.cfg.Ubd {
-		if sp == nil {
+		if sp == nil || sp.File == "" {
 			continue
 		}
-		d, err := ubd.Open(sp, &ubd.Options{Logf: m.logf})
+		d, err := m.openDisk(sp)
 		if err != nil {
-			var le *cow.LockedError
-			if errors.As(err, &le) {
-				m.errorf("F_SETLK failed, file already locked by pid %d", le.Pid)
-				m.errorf("Failed to lock '%s', err = 11", le.Path)
-			}
 			m.errorf("Failed to initialize ubd device %d :%v", i, err)
 			continue
 		}
@@ -313,28 +338,28 @@ func (m *machine) openDisks() (disks []ubd.Device, root interface {
 		hf, err := m.mountHostRoot()
 		if err != nil {
 			m.errorf("%v", err)
-			m.errorf("%v", &PanicError{"VFS: Unable to mount root fs on hostfs"})
-			return disks, nil, 1
+			m.panic("VFS: Unable to mount root fs on hostfs")
+			return nil, 1
 		}
 		ro := ""
 		if !hf.Writable() {
 			ro = " readonly"
 		}
 		m.logf("VFS: Mounted root (hostfs filesystem)%s on %s.", ro, hf.HostPath())
-		return disks, hostRoot{hf}, -1
+		return hostRoot{hf}, -1
 	}
 	if m.cfg.RootFSType != "" && m.cfg.RootFSType != "ext4" && m.cfg.RootFSType != "ext3" && m.cfg.RootFSType != "ext2" {
-		m.errorf("%v", &PanicError{fmt.Sprintf("VFS: Unable to mount root fs of type %s (not supported yet)", m.cfg.RootFSType)})
-		return disks, nil, 1
+		m.panic(fmt.Sprintf("VFS: Unable to mount root fs of type %s (not supported yet)", m.cfg.RootFSType))
+		return nil, 1
 	}
 	if m.cfg.Root != "98:0" && m.cfg.Root != "/dev/ubda" && m.cfg.Root != "/dev/ubd0" && m.cfg.Root != "/dev/root" {
-		m.errorf("%v", &PanicError{fmt.Sprintf("VFS: Unable to mount root fs on %s (only ubd0 is supported)", m.cfg.Root)})
-		return disks, nil, 1
+		m.panic(fmt.Sprintf("VFS: Unable to mount root fs on %s (only ubd0 is supported)", m.cfg.Root))
+		return nil, 1
 	}
 	d := disks[0]
 	if d == nil {
-		m.errorf("%v", &PanicError{"VFS: Unable to mount root fs on unknown-block(98,0)"})
-		return disks, nil, 1
+		m.panic("VFS: Unable to mount root fs on unknown-block(98,0)")
+		return nil, 1
 	}
 	ro := m.cfg.ReadOnly || d.ReadOnly()
 	if !m.cfg.ReadOnly && d.ReadOnly() {
@@ -342,13 +367,7 @@ func (m *machine) openDisks() (disks []ubd.Device, root interface {
 	}
 	// Freed blocks are punched out of the image only with rootflags=discard
 	// (ext4's online discard, off by default as in Linux) and no ubd0t.
-	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[0].NoTrim && hasFlag(m.cfg.RootFlags, "discard"), Logf: m.logf,
-		Held: func() map[uint64]bool {
-			if k := m.kern.Load(); k != nil {
-				return k.HeldMemfds()
-			}
-			return nil // no guest yet: keep every orphan
-		}}
+	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[0].NoTrim && hasFlag(m.cfg.RootFlags, "discard"), Logf: m.logf, Held: m.held}
 	fs, err := extfs.Mount(d, d.Size(), opts)
 	if err != nil && !ro && errors.Is(err, ext4.ErrReadOnly) {
 		// A filesystem this driver reads but cannot write (ext2/ext3
@@ -359,8 +378,8 @@ func (m *machine) openDisks() (disks []ubd.Device, root interface {
 	}
 	if err != nil {
 		m.errorf("EXT4-fs (ubda): %v", err)
-		m.errorf("%v", &PanicError{"VFS: Unable to mount root fs on unknown-block(98,0)"})
-		return disks, nil, 1
+		m.panic("VFS: Unable to mount root fs on unknown-block(98,0)")
+		return nil, 1
 	}
 	if fs.Writable() {
 		m.logf("EXT4-fs (ubda): mounted filesystem without journal (read-write; written back on sync, close and every 5 s).")
@@ -369,7 +388,8 @@ func (m *machine) openDisks() (disks []ubd.Device, root interface {
 		m.logf("EXT4-fs (ubda): mounted filesystem without journal (read-only).")
 		m.logf("VFS: Mounted root (ext4 filesystem) readonly on device 98:0.")
 	}
-	return disks, ext4Root{fs}, -1
+	m.rootIsUbd = true
+	return ext4Root{fs}, -1
 }
 
 // console brings up con0 (nil when it is "none").
@@ -412,7 +432,10 @@ func (m *machine) boot(root rootFS, con *chans.Console, initArgs, initEnv []stri
 	v := vfs.New(root, source, rflags, dev)
 	halted := make(chan kernel.HaltMode, 1)
 	kcfg := kernel.Config{VFS: v, Hostname: imageHostname(v), Mem: m.cfg.Mem, Cmdline: m.procCmdline,
-		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }, HostFS: m.policy()}
+		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }, HostFS: m.policy(), Disks: m, Lines: m.line}
+	if m.cfg.MconsoleNotify != "" {
+		kcfg.UserNotify = func(b []byte) { m.notify(mconsole.NotifyUserNotify, b) }
+	}
 	var files []*os.File
 	if con != nil {
 		kcfg.Console = ttyConsole{con}
@@ -446,8 +469,10 @@ func (m *machine) boot(root rootFS, con *chans.Console, initArgs, initEnv []stri
 	defer k.Close()
 	m.kern.Store(k)
 	defer m.kern.Store(nil)
-	// Whatever ends this boot, what the guest wrote reaches the image.
+	// Whatever ends this boot, what the guest wrote reaches the image,
+	// and disks it left mounted are unmounted cleanly.
 	defer root.Sync()
+	defer m.unmountDisks()
 	// devtmpfs is mounted on /dev, as the C kernel (CONFIG_DEVTMPFS_MOUNT)
 	// does, when the image has a /dev directory.
 	if d, err := (&vfs.Walker{V: v, Root: v.Root(), Cwd: v.Root()}).Lookup("/dev", true); err == nil {
@@ -455,19 +480,27 @@ func (m *machine) boot(root rootFS, con *chans.Console, initArgs, initEnv []stri
 			m.logf("devtmpfs: mounted")
 		}
 	}
+	m.addDiskNodes(k)
+	m.addLineNodes(k)
 	m.mountScratch(k, v)
 	init, err := m.pickInit(v)
 	if err != nil {
-		m.errorf("%v", err)
+		var pe *PanicError
+		if errors.As(err, &pe) {
+			m.panic(pe.Msg)
+		} else {
+			m.errorf("%v", err)
+		}
 		return 1, false
 	}
 	argv := append([]string{init}, initArgs...)
 	m.logf("Run %s as init process", init)
 	sb, err := k.Start(init, argv, initEnv, files)
 	if err != nil {
-		m.errorf("%v", &PanicError{fmt.Sprintf("Requested init %s failed (%v).", init, err)})
+		m.panic(fmt.Sprintf("Requested init %s failed (%v).", init, err))
 		return 1, false
 	}
+	m.ready()
 	done := make(chan struct{})
 	var ws unix.WaitStatus
 	var werr error
@@ -493,6 +526,9 @@ func (m *machine) boot(root rootFS, con *chans.Console, initArgs, initEnv []stri
 	}
 	select {
 	case h := <-halted:
+		if m.panicked.Load() {
+			return 1, false // sysrq c: the panic ends the machine
+		}
 		switch h {
 		case kernel.Restart:
 			if m.cfg.NoReboot {
@@ -512,7 +548,7 @@ func (m *machine) boot(root rootFS, con *chans.Console, initArgs, initEnv []stri
 	if ws.Signaled() {
 		code = 128 + int(ws.Signal())
 	}
-	m.errorf("%v", &PanicError{fmt.Sprintf("Attempted to kill init! exitcode=0x%08x", code<<8)})
+	m.panic(fmt.Sprintf("Attempted to kill init! exitcode=0x%08x", code<<8))
 	return code, false
 }
 
@@ -577,6 +613,12 @@ Common options (the C kernel's syntax):
         (Without either, hostfs mounts are refused.)
     rootfstype=hostfs rootflags=<dir>
         Boot from the host directory <dir> instead of ubd0.
+    mconsole=notify:<socket>
+        Send mconsole notifications (socket, panic, /proc/mconsole
+        writes) to a SOCK_DGRAM socket.
+    ready-fd=<n>
+        When init has started, write "<umid> <mconsole socket>" to the
+        engine's fd n and close it.
     eth<N>=<transport>,...  network devices (parsed; the network comes
         in a later version)
     --help  --version  --showconfig

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -286,4 +287,27 @@ func (c *cowDev) Close() error {
 	err := c.File.Close()
 	c.locks.release()
 	return err
+}
+
+// ErrNotRaw is returned by Reopen for a COW device: its contents are two
+// files merged, with no single host file to hand out.
+var ErrNotRaw = errors.New("ubd: a COW device has no single host file")
+
+// Reopen opens a raw image's host file again with flags (O_RDONLY or
+// O_RDWR, plus O_NONBLOCK, O_SYNC…), for a guest that opens the block
+// device node itself (fsck, dumpe2fs). Writing needs a writable device.
+func Reopen(d Device, flags int) (*os.File, error) {
+	r, ok := d.(*raw)
+	if !ok {
+		return nil, ErrNotRaw
+	}
+	if flags&unix.O_ACCMODE != unix.O_RDONLY && r.ro {
+		return nil, unix.EROFS
+	}
+	p := "/proc/self/fd/" + strconv.Itoa(int(r.f.Fd()))
+	fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reopening %s: %w", r.f.Name(), err)
+	}
+	return os.NewFile(uintptr(fd), r.f.Name()), nil
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // MaxLen is the longest umid the kernel accepts.
@@ -50,10 +52,17 @@ func DefaultBase() (string, error) {
 type Dir struct {
 	Base string // with a trailing slash, as uml_dir= is normalised
 	Umid string
+
+	staged string // the hidden name it has until Publish ("": published)
 }
 
-// Path returns <base><umid>.
-func (d *Dir) Path() string { return d.Base + d.Umid }
+// Path returns <base><umid>, or the hidden name of a staged directory.
+func (d *Dir) Path() string {
+	if d.staged != "" {
+		return d.staged
+	}
+	return d.Base + d.Umid
+}
 
 // File returns the path of a file in the machine directory.
 func (d *Dir) File(name string) string { return filepath.Join(d.Path(), name) }
@@ -78,18 +87,9 @@ func normBase(base string) (string, error) {
 // taken over when its pid file names a dead process (ESRCH), after
 // removing its files; a live owner gives *InUseError.
 func Create(base, umid string, pid int) (*Dir, error) {
-	base, err := normBase(base)
+	base, err := prepare(base, umid)
 	if err != nil {
 		return nil, err
-	}
-	if len(umid) > MaxLen {
-		return nil, fmt.Errorf("umid %q: %w", umid, ErrTooLong)
-	}
-	if strings.Contains(umid, "/") || umid == "." || umid == ".." {
-		return nil, fmt.Errorf("umid %q: must not contain '/' or be . or ..", umid)
-	}
-	if err := os.Mkdir(base, 0o777); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("creating uml_dir %s: %w", base, err)
 	}
 	random := umid == ""
 	for tries := 0; ; tries++ {
@@ -118,6 +118,107 @@ func Create(base, umid string, pid int) (*Dir, error) {
 		}
 		return d, d.writePid(pid)
 	}
+}
+
+// Stage is Create for a directory that must not be seen before it is
+// ready: the directory is made under a hidden name in base (".<umid>.<pid>")
+// with its pid file, for the caller to fill (the mconsole socket), and
+// appears as <base><umid> only at Publish. A stale <base><umid> is taken
+// over now; a live one gives *InUseError.
+func Stage(base, umid string, pid int) (*Dir, error) {
+	base, err := prepare(base, umid)
+	if err != nil {
+		return nil, err
+	}
+	if umid == "" {
+		umid = randomName()
+	}
+	d := &Dir{Base: base, Umid: umid}
+	if _, err := os.Lstat(d.Path()); err == nil {
+		if err := d.takeOver(); err != nil {
+			return nil, err
+		}
+	}
+	d.staged = fmt.Sprintf("%s.%s.%d", base, umid, pid)
+	os.RemoveAll(d.staged) // a leftover of a dead engine with this pid
+	if err := os.Mkdir(d.staged, 0o777); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", d.staged, err)
+	}
+	if err := d.writePid(pid); err != nil {
+		d.Remove()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Publish renames a staged directory to <base><umid>. It never replaces
+// a directory that appeared meanwhile: then it fails with *InUseError (or
+// the error of the rename) and the directory stays staged.
+func (d *Dir) Publish() error {
+	if d.staged == "" {
+		return nil
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, d.staged, unix.AT_FDCWD, d.Base+d.Umid, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+		pid, _ := ReadPid(d.Base + d.Umid)
+		return &InUseError{Umid: d.Umid, Pid: pid}
+	}
+	if err != nil {
+		return fmt.Errorf("publishing %s: %w", d.Base+d.Umid, err)
+	}
+	d.staged = ""
+	return nil
+}
+
+// PublishOrRandom is Publish with the kernel's fallback: when the umid was
+// taken meanwhile, logf gets the kernel's two lines and a random umid is
+// published instead.
+func (d *Dir) PublishOrRandom(logf func(format string, a ...any)) error {
+	err := d.Publish()
+	var iu *InUseError
+	if !errors.As(err, &iu) {
+		return err
+	}
+	logf("%v", err)
+	logf("Failed to initialize umid \"%s\", trying with a random umid", d.Umid)
+	for tries := 0; tries < 100; tries++ {
+		d.Umid = randomName()
+		if err = d.Publish(); !errors.As(err, &iu) {
+			return err
+		}
+	}
+	return err
+}
+
+// StageOrRandom is Stage with the kernel's fallback to a random umid when
+// umid is in use (or unusable), logging the kernel's two lines.
+func StageOrRandom(base, umid string, pid int, logf func(format string, a ...any)) (*Dir, error) {
+	d, err := Stage(base, umid, pid)
+	if err == nil || umid == "" {
+		return d, err
+	}
+	logf("%v", err)
+	logf("Failed to initialize umid \"%s\", trying with a random umid", umid)
+	return Stage(base, "", pid)
+}
+
+// prepare checks umid and makes the base directory (mkdir 0777, as the
+// kernel does); it returns the normalised base.
+func prepare(base, umid string) (string, error) {
+	base, err := normBase(base)
+	if err != nil {
+		return "", err
+	}
+	if len(umid) > MaxLen {
+		return "", fmt.Errorf("umid %q: %w", umid, ErrTooLong)
+	}
+	if strings.Contains(umid, "/") || umid == "." || umid == ".." {
+		return "", fmt.Errorf("umid %q: must not contain '/' or be . or ..", umid)
+	}
+	if err := os.Mkdir(base, 0o777); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("creating uml_dir %s: %w", base, err)
+	}
+	return base, nil
 }
 
 // takeOver removes a stale machine directory, or reports its live owner.

@@ -128,3 +128,76 @@ func TestParseUlong(t *testing.T) {
 		}
 	}
 }
+
+// TestStagePublish: a staged directory is hidden until Publish, which
+// never replaces a directory that appeared meanwhile.
+func TestStagePublish(t *testing.T) {
+	base := t.TempDir()
+	d, err := Stage(base, "m2", 4243)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(base + "/m2"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("staged directory visible as m2: %v", err)
+	}
+	if !strings.HasPrefix(filepath.Base(d.Path()), ".") {
+		t.Errorf("staged path %s is not hidden", d.Path())
+	}
+	if b, err := os.ReadFile(d.File(PidFile)); err != nil || string(b) != "4243\n" {
+		t.Errorf("staged pid file %q %v", b, err)
+	}
+	os.WriteFile(d.Socket(), nil, 0o600) // what the caller puts in
+	if err := d.Publish(); err != nil {
+		t.Fatal(err)
+	}
+	if d.Path() != base+"/m2" {
+		t.Errorf("published path %s", d.Path())
+	}
+	if _, err := os.Stat(base + "/m2/mconsole"); err != nil {
+		t.Errorf("published socket: %v", err)
+	}
+	// A live owner (this process) keeps its umid.
+	os.WriteFile(d.File(PidFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	if _, err := Stage(base, "m2", 1); err == nil {
+		t.Error("staged over a live machine's directory")
+	} else if !errors.As(err, new(*InUseError)) {
+		t.Errorf("live owner: %v", err)
+	}
+	// A directory that appears between Stage and Publish is not replaced.
+	e, err := Stage(base, "m3", 4244)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(base+"/m3", 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(base+"/m3/pid", []byte("1\n"), 0o644)
+	if err := e.Publish(); !errors.As(err, new(*InUseError)) {
+		t.Errorf("publish over a new directory: %v", err)
+	}
+	var logged []string
+	if err := e.PublishOrRandom(func(f string, a ...any) { logged = append(logged, f) }); err != nil {
+		t.Fatal(err)
+	}
+	if e.Umid == "m3" || len(e.Umid) != 6 || len(logged) != 2 {
+		t.Errorf("fallback: umid %q, %d log lines", e.Umid, len(logged))
+	}
+	if b, _ := os.ReadFile(base + "/m3/pid"); string(b) != "1\n" {
+		t.Errorf("the other machine's directory was touched: pid %q", b)
+	}
+	// A stale directory (dead pid) is taken over at Stage.
+	os.Mkdir(base+"/m4", 0o777)
+	os.WriteFile(base+"/m4/pid", []byte("999999\n"), 0o644)
+	f, err := Stage(base, "m4", 4245)
+	if err != nil {
+		t.Fatalf("stale directory: %v", err)
+	}
+	if err := f.Publish(); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*Dir{d, e, f} {
+		if err := x.Remove(); err != nil {
+			t.Error(err)
+		}
+	}
+}

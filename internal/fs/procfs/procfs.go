@@ -64,6 +64,10 @@ var files = []string{"cmdline", "cpuinfo", "filesystems", "loadavg", "meminfo", 
 type FS struct {
 	src  Source
 	boot time.Time
+	// Mconsole, when set, makes /proc/mconsole exist: a write-only file
+	// (mode 0200) whose opens for writing get the file it returns (the
+	// C kernel's with mconsole=notify:, for MCONSOLE_USER_NOTIFY).
+	Mconsole func() (*os.File, error)
 }
 
 // New returns a procfs over src.
@@ -112,6 +116,10 @@ func (r *root) Lookup(c *vfs.Ctx, name string) (vfs.Node, error) {
 		return &fixedLink{r.f, 100, "self/mounts"}, nil
 	case "sys":
 		return &sysDir{f: r.f, path: ""}, nil
+	case "mconsole":
+		if r.f.Mconsole != nil {
+			return &notifyFile{r.f}, nil
+		}
 	}
 	for i, n := range files {
 		if n == name {
@@ -142,6 +150,9 @@ func (r *root) ReadDir(c *vfs.Ctx) ([]vfs.Dirent, error) {
 		vfs.Dirent{Name: "mounts", Ino: 100, Type: syscall.DT_LNK},
 		vfs.Dirent{Name: "self", Ino: 101, Type: syscall.DT_LNK},
 		vfs.Dirent{Name: "thread-self", Ino: 102, Type: syscall.DT_LNK})
+	if r.f.Mconsole != nil {
+		out = append(out, vfs.Dirent{Name: "mconsole", Ino: 103, Type: syscall.DT_REG})
+	}
 	pids := r.f.src.Pids()
 	sort.Ints(pids)
 	for _, p := range pids {
@@ -185,6 +196,20 @@ func (l *fixedLink) Attr() (vfs.Attr, error) {
 }
 
 func (l *fixedLink) Readlink(*vfs.Ctx) (string, error) { return l.target, nil }
+
+// notifyFile is /proc/mconsole.
+type notifyFile struct{ f *FS }
+
+func (n *notifyFile) Attr() (vfs.Attr, error) {
+	return n.f.attr(103, syscall.S_IFREG|0o200, 0, 0, time.Time{}), nil
+}
+
+func (n *notifyFile) Open(c *vfs.Ctx, flags int) (*os.File, error) {
+	if flags&syscall.O_ACCMODE != syscall.O_WRONLY {
+		return nil, syscall.EINVAL // it has no read side
+	}
+	return n.f.Mconsole()
+}
 
 // file is a generated regular file.
 type file struct {

@@ -1,0 +1,108 @@
+package machine
+
+import (
+	"fmt"
+	"syscall"
+
+	chans "github.com/umltools/umltools/internal/chan"
+	"github.com/umltools/umltools/internal/cmdline"
+	"github.com/umltools/umltools/internal/kernel"
+	"github.com/umltools/umltools/internal/vfs"
+)
+
+// This file is the machine's consoles and serial lines beyond con0: conN
+// is the guest's /dev/ttyN (4:N) and sslN its /dev/ttySN (4:64+N), each a
+// host pty pumped to the line's channel (internal/chan). Lines whose
+// channels do something outside (pts, port, tty, xterm, fd) come up at
+// boot, as the C kernel's do, so their log lines and listeners are there
+// at once; null lines are made when the guest first opens them.
+
+// lineOf returns the line of guest tty device rdev, and its name.
+func (m *machine) lineOf(rdev uint64) (*cmdline.Line, bool) {
+	if vfs.Major(rdev) != 4 {
+		return nil, false
+	}
+	n := int(vfs.Minor(rdev))
+	switch {
+	case n >= 1 && n < cmdline.MaxCon:
+		return &m.cfg.Con[n], true
+	case n >= 64 && n < 64+cmdline.MaxSsl:
+		return &m.cfg.Ssl[n-64], true
+	}
+	return nil, false
+}
+
+// lineDev is the guest device number of a line.
+func lineDev(l *cmdline.Line) uint64 {
+	if l.Kind == "ssl" {
+		return vfs.Mkdev(4, uint32(64+l.Unit))
+	}
+	return vfs.Mkdev(4, uint32(l.Unit))
+}
+
+// lineNode is a line's /dev name.
+func lineNode(l *cmdline.Line) string {
+	if l.Kind == "ssl" {
+		return fmt.Sprintf("ttyS%d", l.Unit)
+	}
+	return fmt.Sprintf("tty%d", l.Unit)
+}
+
+// line serves kernel.Config.Lines: the console of guest device rdev,
+// brought up on first use.
+func (m *machine) line(rdev uint64) (kernel.Console, error) {
+	l, ok := m.lineOf(rdev)
+	if !ok {
+		return nil, syscall.ENXIO
+	}
+	m.lineMu.Lock()
+	defer m.lineMu.Unlock()
+	if c := m.lines[rdev]; c != nil {
+		return ttyConsole{c}, nil
+	}
+	if !l.Valid() {
+		return nil, syscall.ENXIO
+	}
+	c, err := chans.New(l.In, l.Out, chans.Options{Name: l.Name(), Logf: m.logf})
+	if err != nil {
+		m.errorf("%s: %v", l.Name(), err)
+		return nil, syscall.EIO
+	}
+	m.lines[rdev] = c
+	return ttyConsole{c}, nil
+}
+
+// startLines brings up, at boot, every line whose channel is not null.
+func (m *machine) startLines() {
+	m.lines = map[uint64]*chans.Console{}
+	all := append(append([]cmdline.Line(nil), m.cfg.Con[1:]...), m.cfg.Ssl[:]...)
+	for i := range all {
+		l := &all[i]
+		if !l.Valid() || (l.In.Type == cmdline.ChanNull && l.Out.Type == cmdline.ChanNull) {
+			continue
+		}
+		m.line(lineDev(l))
+	}
+}
+
+// addLineNodes makes /dev/ttyN and /dev/ttySN for every line that exists.
+func (m *machine) addLineNodes(k *kernel.Kernel) {
+	all := append(append([]cmdline.Line(nil), m.cfg.Con[1:]...), m.cfg.Ssl[:]...)
+	for i := range all {
+		if l := &all[i]; l.Valid() {
+			if err := k.AddTTY(lineNode(l), lineDev(l)); err != nil {
+				m.logf("%s: /dev node: %v", l.Name(), err)
+			}
+		}
+	}
+}
+
+// closeLines closes every line's pty and channel (the machine's end).
+func (m *machine) closeLines() {
+	m.lineMu.Lock()
+	defer m.lineMu.Unlock()
+	for rdev, c := range m.lines {
+		c.Close()
+		delete(m.lines, rdev)
+	}
+}
