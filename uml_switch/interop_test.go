@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,28 +16,10 @@ import (
 	"github.com/umltools/umltools/internal/testutil"
 )
 
-// lockedBuf is a goroutine-safe output buffer for a child process.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // switchProc is a running switch binary (ours or the C one).
 type switchProc struct {
 	cmd      *exec.Cmd
-	out, err lockedBuf
+	out, err testutil.SyncBuffer
 }
 
 // cSwitch returns the C switch, or skips t.

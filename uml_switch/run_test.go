@@ -135,7 +135,7 @@ func TestStaleAndSignals(t *testing.T) {
 		l.(*net.UnixListener).SetUnlinkOnClose(false)
 		l.Close()
 		cmd := exec.Command(binPath(t), "-unix", ctl)
-		var o lockedBuf
+		var o testutil.SyncBuffer
 		cmd.Stdout = &o
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -350,7 +350,7 @@ func TestEOFOnTerminal(t *testing.T) {
 	ctl := filepath.Join(t.TempDir(), "ctl")
 	cmd := exec.Command(binPath(t), "-unix", ctl)
 	cmd.Stdin = slave
-	var o lockedBuf
+	var o testutil.SyncBuffer
 	cmd.Stdout = &o
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -153,8 +153,27 @@ func (k *Kernel) fdObject(tid, n int) (*fdObj, int64) {
 		o.d = d
 		return o, 0
 	}
+	if name := k.ttyName(&o.st); name != "" {
+		// A console or line's pty (init's fds, or opened by an alias):
+		// its own node, so that ttyname(3) finds it.
+		if d := k.devNode(name); d != nil {
+			o.d = d
+			return o, 0
+		}
+	}
 	o.host = true
 	return o, 0
+}
+
+// devNode looks up a /dev path in the guest's tree (nil if it is not
+// there).
+func (k *Kernel) devNode(path string) *vfs.Dentry {
+	root := k.vfs.Root()
+	d, err := (&vfs.Walker{V: k.vfs, Root: root, Cwd: root}).Lookup(path, true)
+	if err != nil {
+		return nil
+	}
+	return d
 }
 
 // register remembers the host identity of a file installed for dentry d.
@@ -178,7 +197,9 @@ func (k *Kernel) register(f *os.File, d *vfs.Dentry) {
 // the syscall with the number.
 func (c *call) install(f *os.File, d *vfs.Dentry, cloexec bool) int64 {
 	defer f.Close()
-	c.k.register(f, d)
+	if d != nil {
+		c.k.register(f, d)
+	}
 	nfd, err := c.n.AddFd(f, cloexec)
 	c.newfd = nfd
 	if err != nil {

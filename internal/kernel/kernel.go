@@ -274,6 +274,10 @@ func Policy() *sandbox.Policy {
 	}
 	// File mmaps act on the memfd the guest holds.
 	p.Rules[abi.SYS_MMAP] = sandbox.Rule{Else: sandbox.RetAllow}
+	// ioctls run natively on the host object, but those whose number has
+	// bit 0x800 (the console's KD* requests, socket SIOC*) come to the
+	// kernel first (sys_tty.go).
+	p.Rules[abi.SYS_IOCTL] = sandbox.Rule{Else: sandbox.RetAllow, Arg: 1, Mask: ioctlTrapBit, IfSet: sandbox.RetTrace}
 	unixPolicy(p)
 	return p
 }
@@ -325,6 +329,8 @@ func (k *Kernel) Syscall(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 		return k.sysExec(t, regs)
 	case abi.SYS_CLONE, abi.SYS_SECCOMP:
 		return sandbox.Native() // the sandbox has enforced its rules
+	case abi.SYS_IOCTL:
+		return k.ioctlTrap(t, regs)
 	case abi.SYS_PRLIMIT64:
 		// Setting limits runs natively: the pid is a guest pid (its own
 		// namespace). The host refuses to raise a hard limit even for

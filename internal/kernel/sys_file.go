@@ -112,6 +112,11 @@ func (c *call) sysOpen(dirfd int, pathAddr uint64, flags int, mode uint32) int64
 		if r < 0 {
 			return r
 		}
+		if a.Type() == syscall.S_IFCHR && (a.Rdev == devfs.Tty || a.Rdev == devfs.Tty0) {
+			// Aliases of a terminal: the fd is the terminal itself,
+			// known by its own node (fdObject), not by /dev/tty.
+			d = nil
+		}
 		return c.install(f, d, cloexec)
 	case syscall.S_IFREG:
 		if acc != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {

@@ -12,10 +12,9 @@ import (
 
 // This file is the machine's consoles and serial lines beyond con0: conN
 // is the guest's /dev/ttyN (4:N) and sslN its /dev/ttySN (4:64+N), each a
-// host pty pumped to the line's channel (internal/chan). Lines whose
-// channels do something outside (pts, port, tty, xterm, fd) come up at
-// boot, as the C kernel's do, so their log lines and listeners are there
-// at once; null lines are made when the guest first opens them.
+// host pty pumped to the line's channel (internal/chan). As in the C
+// kernel, a line's channel comes up when the guest first opens the line
+// (a getty on it), and logs then (e.g. the pts device it was given).
 
 // lineOf returns the line of guest tty device rdev, and its name.
 func (m *machine) lineOf(rdev uint64) (*cmdline.Line, bool) {
@@ -70,19 +69,6 @@ func (m *machine) line(rdev uint64) (kernel.Console, error) {
 	}
 	m.lines[rdev] = c
 	return ttyConsole{c}, nil
-}
-
-// startLines brings up, at boot, every line whose channel is not null.
-func (m *machine) startLines() {
-	m.lines = map[uint64]*chans.Console{}
-	all := append(append([]cmdline.Line(nil), m.cfg.Con[1:]...), m.cfg.Ssl[:]...)
-	for i := range all {
-		l := &all[i]
-		if !l.Valid() || (l.In.Type == cmdline.ChanNull && l.Out.Type == cmdline.ChanNull) {
-			continue
-		}
-		m.line(lineDev(l))
-	}
 }
 
 // addLineNodes makes /dev/ttyN and /dev/ttySN for every line that exists.

@@ -246,7 +246,7 @@ func (m *machine) run(args []string) int {
 	if con != nil {
 		defer con.Close()
 	}
-	m.startLines()
+	m.lines = map[uint64]*chans.Console{}
 	defer m.closeLines()
 
 	// Signals to the engine shut the machine down.

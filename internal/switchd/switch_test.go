@@ -9,33 +9,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/testutil"
 )
 
-// syncBuffer collects the switch's log lines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitLog waits until the log contains want.
-func (s *syncBuffer) waitLog(t *testing.T, want string) {
+func waitLog(t *testing.T, s *testutil.SyncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(s.String(), want) {
@@ -46,9 +29,9 @@ func (s *syncBuffer) waitLog(t *testing.T, want string) {
 	}
 }
 
-func startSwitch(t *testing.T, cfg Config) (*Switch, string, *syncBuffer) {
+func startSwitch(t *testing.T, cfg Config) (*Switch, string, *testutil.SyncBuffer) {
 	t.Helper()
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	cfg.Out = log
 	s := New(cfg)
 	ctl := filepath.Join(t.TempDir(), "ctl")
@@ -144,15 +127,15 @@ func TestSwitchLearning(t *testing.T) {
 	a.WriteFrame(f3)
 	expect(t, b, f3)
 	expect(t, c, f3)
-	log.waitLog(t, "unknown Addr: 02:00:00:00:00:09 from port")
-	log.waitLog(t, " Addr: 02:00:00:00:00:01 New port")
+	waitLog(t, log, "unknown Addr: 02:00:00:00:00:09 from port")
+	waitLog(t, log, " Addr: 02:00:00:00:00:01 New port")
 	// A 1514-byte frame passes intact.
 	big := frame(mac(2), mac(1), strings.Repeat("x", MaxFrame-14))
 	a.WriteFrame(big)
 	expect(t, b, big)
 	// When a disconnects, frames to it flood again (it is forgotten).
 	a.Close()
-	log.waitLog(t, "Disconnect\n")
+	waitLog(t, log, "Disconnect\n")
 	f4 := frame(mac(1), mac(2), "gone")
 	b.WriteFrame(f4)
 	expect(t, c, f4)
@@ -208,7 +191,7 @@ func TestVersions(t *testing.T) {
 		req := AppendV3(nil, new(Addr))
 		binary.LittleEndian.PutUint32(req[4:], v)
 		raw(t, ctl, req)
-		log.waitLog(t, msg)
+		waitLog(t, log, msg)
 	}
 }
 
@@ -259,12 +242,12 @@ func TestBadInput(t *testing.T) {
 		if out := raw(t, ctl, tc.req); len(out) != 0 {
 			t.Errorf("%s: switch replied % x", tc.name, out)
 		}
-		log.waitLog(t, tc.log)
+		waitLog(t, log, tc.log)
 	}
 	// A client that connects and vanishes at once.
 	c, _ := net.Dial("unix", ctl)
 	c.Close()
-	log.waitLog(t, "EOF from new port")
+	waitLog(t, log, "EOF from new port")
 	// A socket that never registered cannot inject frames into a port:
 	// the port's data socket is connected to its client only.
 	if err := strangerSend(t, a.SwitchAddr(), frame(bcast, mac(7), "spoof")); err == nil {
@@ -279,7 +262,7 @@ func TestBadInput(t *testing.T) {
 	d.data.Close()
 	// Extra bytes on a control stream.
 	b.Control().Write([]byte("junk"))
-	log.waitLog(t, "Bad request\n")
+	waitLog(t, log, "Bad request\n")
 	// The switch still forwards between a and b.
 	a.WriteFrame(frame(bcast, mac(1), "still"))
 	expect(t, b, frame(bcast, mac(1), "still"))
@@ -359,7 +342,7 @@ func TestCompatV0(t *testing.T) {
 	if err := strangerSend(t, s.DataAddr(), frame(bcast, mac(7), "spoof")); err != nil {
 		t.Fatal(err)
 	}
-	log.waitLog(t, "Unknown connection for packet")
+	waitLog(t, log, "Unknown connection for packet")
 	expectNone(t, b)
 	if st := s.Stats(); st.UnknownFrames != 1 {
 		t.Errorf("unknown sender frames %d, want 1", st.UnknownFrames)
@@ -367,7 +350,7 @@ func TestCompatV0(t *testing.T) {
 }
 
 func TestVLAN(t *testing.T) {
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	s := New(Config{Out: log})
 	dir := t.TempDir()
 	ctl0, ctl10, ctl20 := filepath.Join(dir, "c0"), filepath.Join(dir, "c10"), filepath.Join(dir, "c20")
@@ -492,7 +475,7 @@ func fakeTap(t *testing.T) (*os.File, *os.File) {
 // TestTrunkTap: a trunk tap carries VLAN 10 tagged and the default VLAN
 // untagged; tagged frames from it reach only their VLAN.
 func TestTrunkTap(t *testing.T) {
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	s := New(Config{Out: log})
 	dir := t.TempDir()
 	ctl0, ctl10 := filepath.Join(dir, "c0"), filepath.Join(dir, "c10")

@@ -55,13 +55,13 @@ func DefaultImage(t testing.TB) string {
 
 // AddFiles copies host files into an ext4 image with debugfs: files maps
 // a guest path (whose directory must exist) to a host file; each gets
-// mode 0755, root-owned.
+// mode 0755, root-owned, replacing what was there.
 func AddFiles(t testing.TB, img string, files map[string]string) {
 	t.Helper()
 	debugfs := NeedCmd(t, "debugfs")[0]
 	var script strings.Builder
 	for guest, host := range files {
-		fmt.Fprintf(&script, "write %s %s\nsif %s mode 0100755\nsif %s uid 0\nsif %s gid 0\n", host, guest, guest, guest, guest)
+		fmt.Fprintf(&script, "rm %s\nwrite %s %s\nsif %s mode 0100755\nsif %s uid 0\nsif %s gid 0\n", guest, host, guest, guest, guest, guest)
 	}
 	cmd := exec.Command(debugfs, "-w", "-f", "-", img)
 	cmd.Stdin = strings.NewReader(script.String())
@@ -83,7 +83,31 @@ var DebianImagePackages = []string{"python3-minimal", "libpython3-stdlib", "busy
 // is skipped with the reason).
 func DebianImage(t testing.TB) string {
 	t.Helper()
-	cached := filepath.Join(CacheDir(t), debianImageRecipe+".img")
+	return debianImage(t, debianImageRecipe, DebianImagePackages)
+}
+
+// sysvinitImageRecipe is part of the cache key of SysvinitImage.
+const sysvinitImageRecipe = "debian-bookworm-sysvinit-v1"
+
+// SysvinitImagePackages are the packages SysvinitImage adds to minbase:
+// Debian's sysvinit instead of systemd (the seeds' boot), and procps for
+// ps, free and uptime.
+var SysvinitImagePackages = []string{"sysvinit-core", "procps", "busybox-static"}
+
+// SysvinitImage returns a fresh copy (in t.TempDir()) of a Debian
+// bookworm minbase image with sysvinit and rootstrap's defaults (host
+// name "uml", a getty on the console, root logs in without a password),
+// built once and cached like DebianImage.
+func SysvinitImage(t testing.TB) string {
+	t.Helper()
+	return debianImage(t, sysvinitImageRecipe, SysvinitImagePackages)
+}
+
+// debianImage builds (once, cached under recipe) and copies a rootstrap
+// Debian image with pkgs.
+func debianImage(t testing.TB, recipe string, pkgs []string) string {
+	t.Helper()
+	cached := filepath.Join(CacheDir(t), recipe+".img")
 	if _, err := os.Stat(cached); err != nil {
 		imgMu.Lock()
 		if _, err := os.Stat(cached); err != nil {
@@ -94,7 +118,7 @@ func DebianImage(t testing.TB) string {
 			NeedCmd(t, "debootstrap", "mke2fs")
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 			tmp := cached + ".tmp"
-			b, err := exec.CommandContext(ctx, Bin(t, "rootstrap"), "-q", "--include", strings.Join(DebianImagePackages, ","), tmp).CombinedOutput()
+			b, err := exec.CommandContext(ctx, Bin(t, "rootstrap"), "-q", "--include", strings.Join(pkgs, ","), tmp).CombinedOutput()
 			cancel()
 			if err == nil {
 				err = os.Rename(tmp, cached)

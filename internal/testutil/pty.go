@@ -69,9 +69,12 @@ func (p *Pty) pump() {
 }
 
 // Start runs cmd in a new session with the pty's slave as its controlling
-// terminal and standard files.
+// terminal and standard files (standard error only when cmd has none).
 func (p *Pty) Start(cmd *exec.Cmd) error {
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.slave, p.slave, p.slave
+	cmd.Stdin, cmd.Stdout = p.slave, p.slave
+	if cmd.Stderr == nil {
+		cmd.Stderr = p.slave
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	return cmd.Start()
 }
