@@ -2,10 +2,10 @@
 //
 // Every guest console or serial line is a host pseudo-terminal: the guest
 // gets the pty slave (its /dev/console, /dev/ttyN or /dev/ttySN) and the
-// engine pumps the master to the channel named on the command line, so line
-// discipline, echo, ^C and job control are the host kernel's.
+// engine pumps the master to the channels named on the command line, so
+// line discipline, echo, ^C and job control are the host kernel's.
 //
-// Channels supported so far:
+// Channels:
 //
 //   - fd:N — input is read from host fd N, output is written to host fd N
 //     (usually the pair fd:0,fd:1). Input is never dropped: when the guest
@@ -17,8 +17,33 @@
 //     input never arrives.
 //   - none — no console at all: the caller creates no Console for a line
 //     whose cmdline.Line.None is set (or that is not Valid).
+//   - pts, pty — a second host pty for the user, who attaches a terminal
+//     program to its slave (UserPath, announced in the log). pty (the C
+//     kernel's legacy BSD ptys) is the same as pts. See "User channels".
+//   - port:N — a built-in telnet server on TCP port N. See "User
+//     channels" and Ports.
+//   - tty:<dev> — the host terminal <dev>, in raw mode while the console
+//     runs; it behaves like fd:N on one device.
+//   - xterm — a terminal emulator window (Options.Xterm) attached to a
+//     pts channel; needs $DISPLAY.
 //
-// Other types make New fail with an error wrapping ErrUnsupported.
+// # User channels
+//
+// pts, pty, xterm and port connect to a user who may come and go. Guest
+// output is queued for them: while someone is attached the queue holds at
+// most 64 KiB and the guest waits when it is full (a reader that does not
+// read blocks the guest, as on a real terminal); while nobody is attached
+// the guest never waits and only the newest 64 KiB are kept (plus what the
+// host kernel buffers in the user's pty), so a user who attaches later
+// sees the latest output. When a telnet client of a port channel leaves,
+// the line hangs up as the C kernel's does (SIGHUP to its session), so
+// init starts a new getty for the next client; a pts or xterm user who
+// detaches leaves the session running, to attach again.
+//
+// An input and an output channel of the same kind and argument (pts,pts;
+// port:N,port:N; tty:D,tty:D; xterm,xterm) are one channel; otherwise each
+// is set up on its own, as the C kernel does, and an output-only user
+// channel reads and discards what the user types.
 package chans
 
 import (
@@ -27,6 +52,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/umltools/umltools/internal/cmdline"
@@ -34,8 +60,16 @@ import (
 )
 
 // ErrUnsupported is wrapped by the error New returns for a channel type
-// that is not implemented.
+// that is not implemented (only an unknown or zero cmdline.ChanType now).
 var ErrUnsupported = errors.New("channel type not supported yet")
+
+// ErrNoDisplay is wrapped by the error New returns for an xterm channel
+// when $DISPLAY is not set.
+var ErrNoDisplay = errors.New("$DISPLAY is not set")
+
+// outboxSize is how much guest output a user channel queues (see the
+// package documentation).
+const outboxSize = 64 << 10
 
 // Console is one guest console or serial line backed by a host pty.
 type Console struct {
@@ -43,6 +77,7 @@ type Console struct {
 	logf func(format string, a ...any)
 	in   cmdline.Channel
 	out  cmdline.Channel
+	line lineName
 
 	master int // pty master, non-blocking
 	sfd    int // pty slave, owned by slave
@@ -51,10 +86,15 @@ type Console struct {
 	rdev   uint64
 	wake   int // eventfd, readable once Close has started
 
-	inFd, outFd int           // host fds; -1 for null
-	winFd       int           // host terminal whose window size the pty follows; -1 for none
-	saved       *unix.Termios // host terminal modes New changed; nil if none
-	outFailed   bool          // output fd failed: discard (output goroutine only)
+	inFd, outFd int         // host fds pumped by input and emit; -1 for none
+	inTerm      bool        // inFd is a terminal: no ^D at its end
+	winFd       int         // host terminal whose window size the pty follows; -1 for none
+	saved       []savedMode // host terminal modes New changed, in the order changed
+	outFailed   bool        // output fd failed: discard (output goroutine only)
+
+	sink     func([]byte) // where the output goroutine sends guest output
+	eps      []endpoint   // user channels and tty devices, closed by Close
+	userPath string
 
 	winch       chan os.Signal
 	stop        chan struct{}
@@ -64,17 +104,56 @@ type Console struct {
 	closeErr    error
 }
 
+// savedMode is a host terminal's modes before New changed them.
+type savedMode struct {
+	fd   int
+	t    *unix.Termios
+	what string // for messages, e.g. "input fd:0"
+}
+
+// endpoint is a channel with its own resources: a tty device, a user pty,
+// a port. Its goroutines, if any, are counted in Console.wg and stop when
+// Console.wake is signalled or after interrupt.
+type endpoint interface {
+	// start starts the endpoint's goroutines.
+	start()
+	// interrupt is called when Close starts, before waiting for the
+	// goroutines: it unblocks those that do not watch Console.wake.
+	interrupt()
+	// close releases the endpoint once its goroutines have ended,
+	// first handing queued output over as far as it goes without
+	// waiting long.
+	close() error
+}
+
 // Options tune New.
 type Options struct {
-	// Name is the line's name for messages, e.g. "con0".
+	// Name is the line's name, e.g. "con0" or "ssl1". It prefixes
+	// messages and, when it is "con" or "ssl" and a number, gives the
+	// C kernel's texts ("Virtual console N", "Serial line N") for the
+	// pts announcement, the port message and the xterm title.
 	Name string
 	// Logf receives one-line messages (may be nil).
 	Logf func(format string, a ...any)
+	// Xterm is the xterm= setting used by the xterm channel; an empty
+	// field takes its default (x-terminal-emulator, -T, -e).
+	Xterm cmdline.Xterm
+	// Umid, when not empty, is appended to the xterm title as
+	// " (<umid>)", like the C kernel does.
+	Umid string
+	// Ports, when not nil, lets lines whose port channels name the same
+	// TCP port share one listener (ssl=port:9000: each telnet client
+	// gets the next free line). Without it every port channel listens
+	// on its own and a second line on the same port fails.
+	Ports *Ports
 }
 
 // New creates the pty and starts pumping for a line whose input and output
-// channels are in and out. Supported types: fd, null. Any other type
-// returns an error wrapping ErrUnsupported.
+// channels are in and out. Every cmdline channel type is supported;
+// ErrUnsupported is wrapped only for an unknown type (e.g. the zero
+// Channel). An xterm channel without $DISPLAY fails with an error
+// wrapping ErrNoDisplay; a port that cannot be listened on (in use) fails
+// with an error naming it.
 //
 // Host fds are checked to be open (for reading or writing as needed) but
 // are never closed or made non-blocking. When the input fd reaches end of
@@ -85,25 +164,34 @@ type Options struct {
 // those bytes as data, like a user typing ^D.
 //
 // When the input fd is a terminal it is put in raw mode (as cfmakeraw)
-// until Close or Restore. The pty's window size follows the input terminal,
-// or the output fd when only that is a terminal: it is copied at start and
-// on every SIGWINCH.
+// until Close or Restore; so is a tty:<dev> device. The pty's window size
+// follows the input channel, or the output channel when the input has
+// none: a terminal fd or tty device (copied at start and on every
+// SIGWINCH), the user's pty of a pts or xterm channel (copied when the
+// user attaches and whenever the user types), or a port client's NAWS
+// reports.
 func New(in, out cmdline.Channel, o Options) (*Console, error) {
 	name := o.Name
 	if name == "" {
 		name = "console"
 	}
 	for _, ch := range []cmdline.Channel{in, out} {
-		if ch.Type != cmdline.ChanFD && ch.Type != cmdline.ChanNull {
+		if !known(ch.Type) {
 			return nil, fmt.Errorf("%s: %s: %w", name, chanText(ch), ErrUnsupported)
 		}
 	}
-	c := &Console{name: name, logf: o.Logf, in: in, out: out,
+	if in.Type == cmdline.ChanXterm || out.Type == cmdline.ChanXterm {
+		if os.Getenv("DISPLAY") == "" {
+			return nil, fmt.Errorf("xterm channel for %s: %w", name, ErrNoDisplay)
+		}
+	}
+	c := &Console{name: name, logf: o.Logf, in: in, out: out, line: parseLineName(name),
 		master: -1, sfd: -1, wake: -1, inFd: -1, outFd: -1, winFd: -1,
 		stop: make(chan struct{})}
 	if c.logf == nil {
 		c.logf = func(string, ...any) {}
 	}
+	c.sink = c.emit
 	if in.Type == cmdline.ChanFD {
 		if err := checkFd(in.FD, unix.O_WRONLY); err != nil {
 			return nil, fmt.Errorf("%s: input %s: %w", name, chanText(in), err)
@@ -140,11 +228,16 @@ func New(in, out cmdline.Channel, o Options) (*Console, error) {
 				c.closeFds()
 				return nil, fmt.Errorf("%s: input %s: set raw mode: %w", name, chanText(in), err)
 			}
-			c.saved = t
+			c.saved = append(c.saved, savedMode{c.inFd, t, "input " + chanText(in)})
+			c.inTerm = true
 			c.winFd = c.inFd
 		}
 	}
-	if c.winFd < 0 && c.outFd >= 0 && isTerminal(c.outFd) {
+	if err := c.openEndpoints(o); err != nil {
+		c.abort()
+		return nil, err
+	}
+	if c.winFd < 0 && c.outFd >= 0 && !c.inTerm && !hasWindow(in.Type) && isTerminal(c.outFd) {
 		c.winFd = c.outFd
 	}
 	if c.winFd >= 0 {
@@ -160,7 +253,128 @@ func New(in, out cmdline.Channel, o Options) (*Console, error) {
 		c.wg.Add(1)
 		go c.input()
 	}
+	for _, ep := range c.eps {
+		ep.start()
+	}
 	return c, nil
+}
+
+// known reports whether t is a channel type New handles.
+func known(t cmdline.ChanType) bool {
+	switch t {
+	case cmdline.ChanFD, cmdline.ChanNull, cmdline.ChanPort, cmdline.ChanPty,
+		cmdline.ChanPts, cmdline.ChanTTY, cmdline.ChanXterm:
+		return true
+	}
+	return false
+}
+
+// hasWindow reports whether a channel of type t has a window size of its
+// own (a terminal fd is decided at run time and is not counted here).
+func hasWindow(t cmdline.ChanType) bool {
+	switch t {
+	case cmdline.ChanPort, cmdline.ChanPty, cmdline.ChanPts, cmdline.ChanTTY, cmdline.ChanXterm:
+		return true
+	}
+	return false
+}
+
+// kindOf maps pty to pts: the C kernel's pty channel uses legacy BSD ptys
+// (/dev/ptyXY), which modern hosts do not have (it fails there with
+// "getmaster - no usable host pty devices"); here it gets a Unix98 pty
+// like pts.
+func kindOf(t cmdline.ChanType) cmdline.ChanType {
+	if t == cmdline.ChanPty {
+		return cmdline.ChanPts
+	}
+	return t
+}
+
+// sameEndpoint reports whether the input and output channels are one
+// endpoint: same kind and argument, for the kinds New opens itself.
+func sameEndpoint(a, b cmdline.Channel) bool {
+	ka, kb := kindOf(a.Type), kindOf(b.Type)
+	if ka != kb {
+		return false
+	}
+	switch ka {
+	case cmdline.ChanPts, cmdline.ChanXterm:
+		return true
+	case cmdline.ChanPort:
+		return a.Port == b.Port
+	case cmdline.ChanTTY:
+		return a.Dev == b.Dev
+	}
+	return false
+}
+
+// openEndpoints opens the channels that are not host fds or null. The
+// window size follows the input channel when it has one (a terminal fd, a
+// tty device, a user pty, a port client), else the output channel.
+func (c *Console) openEndpoints(o Options) error {
+	shared := sameEndpoint(c.in, c.out)
+	if hasWindow(c.in.Type) {
+		if err := c.openEndpoint(c.in, true, shared, true, o); err != nil {
+			return err
+		}
+	}
+	if hasWindow(c.out.Type) && !shared {
+		win := !hasWindow(c.in.Type) && !c.inTerm
+		if err := c.openEndpoint(c.out, false, true, win, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openEndpoint opens one endpoint for input, output or both; win tells
+// whether the guest's window size follows it.
+func (c *Console) openEndpoint(ch cmdline.Channel, input, output, win bool, o Options) error {
+	var dir string
+	switch {
+	case input && output:
+	case input:
+		dir = "input "
+	default:
+		dir = "output "
+	}
+	var ep endpoint
+	var err error
+	switch kindOf(ch.Type) {
+	case cmdline.ChanTTY:
+		ep, err = c.openTTY(ch.Dev, input, output, win)
+	case cmdline.ChanPts:
+		var p *ptsEnd
+		if p, err = c.openPts(input, output, win); err == nil {
+			c.logf("%s", c.line.assigned(p.path))
+			ep = p
+		}
+	case cmdline.ChanXterm:
+		ep, err = c.openXterm(input, output, win, o)
+		if err != nil {
+			return fmt.Errorf("xterm channel for %s: %w", c.name, err)
+		}
+	case cmdline.ChanPort:
+		var p *portEnd
+		if p, err = c.openPort(ch.Port, input, output, win, o.Ports); err == nil {
+			c.logf("%s", c.line.listening(p.l.port))
+			ep = p
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %s%s: %w", c.name, dir, chanText(ch), err)
+	}
+	c.eps = append(c.eps, ep)
+	return nil
+}
+
+// abort undoes a New that failed after creating the pty.
+func (c *Console) abort() {
+	c.Restore()
+	for i := len(c.eps) - 1; i >= 0; i-- {
+		c.eps[i].close()
+	}
+	c.closeFds()
 }
 
 // Slave returns the pty slave (the guest's side), opened
@@ -172,17 +386,26 @@ func (c *Console) Slave() *os.File { return c.slave }
 // SlavePath returns the host path of the slave, e.g. "/dev/pts/5".
 func (c *Console) SlavePath() string { return c.path }
 
+// UserPath returns the host path of the pty slave a user attaches to for
+// a pts or pty channel, e.g. "/dev/pts/7" (for an xterm channel, the pty
+// the terminal window is attached to); "" for other channels. When input
+// and output are two different user ptys (e.g. pts,xterm) it is the
+// input's.
+func (c *Console) UserPath() string { return c.userPath }
+
 // Rdev returns the slave's device number (st_rdev) for recognising it in
 // fstat results.
 func (c *Console) Rdev() uint64 { return c.rdev }
 
 // Close stops the pumps, first copying every byte the guest has already
 // written to the master out to the output channel (drain: non-blocking
-// reads until EAGAIN or EIO; this waits while the output fd accepts no
-// data), restores the host terminal if New changed it, and closes the pty.
-// Input not yet read by the guest is discarded. Host fds stay open. Safe to
-// call more than once and from any goroutine; every call returns the first
-// call's result.
+// reads until EAGAIN or EIO; this waits while an output fd or tty device
+// accepts no data; a user channel gets what it accepts without waiting
+// long), restores host terminals New changed, and closes the pty and
+// every endpoint New opened (user ptys, port listeners and clients, tty
+// devices; an xterm window is terminated). Input not yet read by the guest
+// is discarded. Host fds stay open. Safe to call more than once and from
+// any goroutine; every call returns the first call's result.
 func (c *Console) Close() error {
 	c.closeOnce.Do(func() {
 		var one [8]byte
@@ -192,11 +415,19 @@ func (c *Console) Close() error {
 			signal.Stop(c.winch)
 		}
 		close(c.stop)
+		for _, ep := range c.eps {
+			ep.interrupt()
+		}
 		c.wg.Wait()
 		c.Restore()
-		if err := c.closeFds(); err != nil {
-			c.closeErr = fmt.Errorf("%s: close %s: %w", c.name, c.path, err)
+		var errs []error
+		for i := len(c.eps) - 1; i >= 0; i-- {
+			errs = append(errs, c.eps[i].close())
 		}
+		if err := c.closeFds(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: close %s: %w", c.name, c.path, err))
+		}
+		c.closeErr = errors.Join(errs...)
 	})
 	return c.closeErr
 }
@@ -205,11 +436,12 @@ func (c *Console) Close() error {
 // quickly, e.g. a fatal signal); idempotent. The pumps keep running.
 func (c *Console) Restore() {
 	c.restoreOnce.Do(func() {
-		if c.saved == nil {
-			return
-		}
-		if err := unix.IoctlSetTermios(c.inFd, unix.TCSETS, c.saved); err != nil {
-			c.logf("%s: input %s: restore terminal modes: %v", c.name, chanText(c.in), err)
+		// In reverse order, in case two refer to one device.
+		for i := len(c.saved) - 1; i >= 0; i-- {
+			s := c.saved[i]
+			if err := unix.IoctlSetTermios(s.fd, unix.TCSETS, s.t); err != nil {
+				c.logf("%s: %s: restore terminal modes: %v", c.name, s.what, err)
+			}
 		}
 	})
 }
@@ -273,7 +505,7 @@ func (c *Console) copyOut(buf []byte) error {
 		case n == 0:
 			return nil
 		default:
-			c.emit(buf[:n])
+			c.sink(buf[:n])
 		}
 	}
 }
@@ -319,13 +551,13 @@ func (c *Console) input() {
 		switch {
 		case err == unix.EINTR || err == unix.EAGAIN:
 			continue
-		case err == unix.EIO && c.saved != nil: // terminal hung up
+		case err == unix.EIO && c.inTerm: // terminal hung up
 			return
 		case err != nil:
 			c.logf("%s: input %s: %v", c.name, chanText(c.in), err)
 			return
 		case n == 0:
-			if c.saved == nil {
+			if !c.inTerm {
 				c.sendEOF(last)
 			}
 			return
@@ -500,4 +732,82 @@ func chanText(ch cmdline.Channel) string {
 		return "fd:" + strconv.Itoa(ch.FD)
 	}
 	return ch.Type.String()
+}
+
+// lineName is a line's kind and number as parsed from Options.Name.
+type lineName struct {
+	name string // Options.Name as given
+	kind string // "con", "ssl", or "" when Name is neither followed by a number
+	unit int
+}
+
+// parseLineName parses "con<N>" or "ssl<N>" (N decimal).
+func parseLineName(name string) lineName {
+	l := lineName{name: name}
+	for _, k := range []string{"con", "ssl"} {
+		rest, ok := strings.CutPrefix(name, k)
+		if !ok || rest == "" || len(rest) > 6 || strings.TrimLeft(rest, "0123456789") != "" {
+			continue
+		}
+		n, err := strconv.Atoi(rest)
+		if err == nil {
+			l.kind, l.unit = k, n
+		}
+	}
+	return l
+}
+
+// who is how the C kernel's messages name the line: "Virtual console N"
+// (stdio_console.c), "Serial line N" (ssl.c), else its name.
+func (l lineName) who() string {
+	switch l.kind {
+	case "con":
+		return fmt.Sprintf("Virtual console %d", l.unit)
+	case "ssl":
+		return fmt.Sprintf("Serial line %d", l.unit)
+	}
+	return l.name
+}
+
+// assigned is the C kernel's announcement of a pts channel (stdio_announce
+// in arch/um/drivers/stdio_console.c, ssl_announce in ssl.c).
+func (l lineName) assigned(dev string) string {
+	return fmt.Sprintf("%s assigned device '%s'", l.who(), dev)
+}
+
+// listening is logged for a port channel. The C kernel logs nothing when
+// it starts listening (port_kern.c, port_user.c); this text is the
+// engine's own, worded like assigned.
+func (l lineName) listening(port int) string {
+	return fmt.Sprintf("%s listening on port %d", l.who(), port)
+}
+
+// xtermTitle is the C kernel's xterm title (chan_opts.xterm_title of
+// stdio_console.c and ssl.c), with " (<umid>)" added by add_xterm_umid in
+// line.c when umid is set.
+func (l lineName) xtermTitle(umid string) string {
+	var t string
+	switch l.kind {
+	case "con":
+		t = fmt.Sprintf("Virtual Console #%d", l.unit)
+	case "ssl":
+		t = fmt.Sprintf("Serial Line #%d", l.unit)
+	default:
+		t = l.name
+	}
+	if umid != "" {
+		t += " (" + umid + ")"
+	}
+	return t
+}
+
+// hangup does to the guest's terminal what a hang-up does in Linux:
+// SIGHUP, then SIGCONT, to its session and its foreground process group,
+// so that a shell left logged in ends and init starts a new getty.
+func (c *Console) hangup() {
+	if sid, err := unix.IoctlGetInt(c.master, unix.TIOCGSID); err == nil && sid > 1 {
+		unix.Kill(-sid, unix.SIGHUP)
+		unix.Kill(-sid, unix.SIGCONT)
+	}
+	unix.IoctlSetInt(c.master, unix.TIOCSIG, int(unix.SIGHUP))
 }

@@ -465,18 +465,19 @@ func TestTerminal(t *testing.T) {
 	check("after Close")
 }
 
+// TestUnsupported: only an unknown channel type (e.g. the zero Channel)
+// is refused with ErrUnsupported.
 func TestUnsupported(t *testing.T) {
 	needPty(t)
 	null := mustChan(t, "null")
-	for _, s := range []string{"pts", "pty", "xterm", "port:9000", "tty:/dev/tty1", ""} {
-		var ch cmdline.Channel // "": the zero Channel
-		if s != "" {
-			ch = mustChan(t, s)
-		}
+	for _, ch := range []cmdline.Channel{{}, {Type: 99, Text: "bogus"}} {
 		for _, pair := range [][2]cmdline.Channel{{ch, null}, {null, ch}} {
 			c, err := New(pair[0], pair[1], Options{Name: "con1"})
 			if c != nil || !errors.Is(err, ErrUnsupported) || !strings.HasPrefix(err.Error(), "con1: ") {
 				t.Errorf("New(%q, %q) = %v, %v; want ErrUnsupported", pair[0], pair[1], c, err)
+				if c != nil {
+					c.Close()
+				}
 			}
 		}
 	}
