@@ -100,6 +100,14 @@ func TestSysvinitLogin(t *testing.T) {
 	m.do(t, "mount", "/dev/ubda on / type ext4 (rw")
 	m.do(t, "tty", "/dev/console")
 	m.do(t, "ps -o comm= -p 1", "init\r\n")
+	// A pty of its own (devpts): script(1) runs a shell on one.
+	m.do(t, "script -qc 'tty; echo in-script-$((2+2))' /dev/null", "/dev/pts/")
+	if err := m.pty.Expect("in-script-4", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.pty.Expect("# ", 10*time.Second); err != nil { // script has let go of the console
+		t.Fatal(err)
+	}
 	m.do(t, "echo sysv-was-$((6*7)) > /root/proof; sync", "# ")
 	m.do(t, "reboot", "Will now restart")
 	m.login(t, 90*time.Second)
@@ -197,6 +205,19 @@ func TestSysvinitPort(t *testing.T) {
 	}
 	if c == nil {
 		t.Fatalf("no listener on port %d: %v", port, err)
+	}
+	// Log in and leave without logging out: the line hangs up, and the
+	// next client gets a new login prompt, not the shell left behind.
+	if out, err := readUntil(c, "login: ", 90*time.Second); err != nil {
+		t.Fatalf("port %d: %v (read %q)", port, err, out)
+	}
+	c.Write([]byte("root\r\necho first-$((3+4))\r\n"))
+	if out, err := readUntil(c, "first-7", 30*time.Second); err != nil {
+		t.Fatalf("port %d: %v (read %q)", port, err, out)
+	}
+	c.Close()
+	if c, err = net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		t.Fatal(err)
 	}
 	defer c.Close()
 	loginThrough(t, m, img, c, fmt.Sprintf("port %d", port), "\r\n")

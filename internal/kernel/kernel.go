@@ -26,6 +26,7 @@ import (
 
 	"github.com/umltools/umltools/internal/abi"
 	"github.com/umltools/umltools/internal/fs/devfs"
+	"github.com/umltools/umltools/internal/fs/devpts"
 	"github.com/umltools/umltools/internal/fs/hostfs"
 	"github.com/umltools/umltools/internal/fs/procfs"
 	"github.com/umltools/umltools/internal/sandbox"
@@ -117,23 +118,25 @@ type Kernel struct {
 	disks    []vfs.FS // filesystems mounted from Disks
 	cadOff   bool     // reboot(LINUX_REBOOT_CMD_CAD_OFF): Ctrl-Alt-Del signals init
 
-	priv     string // the guests' host root (private directory)
-	execDir  *sandbox.ExecDir
-	nextFile int
-	execs    map[imageKey]string    // exec images by content identity → guest-root path
-	loaders  map[*vfs.Dentry]string // dynamic loaders placed in the private root
-	objs     map[hostKey]*vfs.Dentry
-	procObjs map[hostKey]*vfs.Dentry
-	images   map[hostKey]*vfs.Dentry // exec images and loaders in priv → the guest file
-	fifos    map[hostKey]string      // guest FIFOs (mount dev, ino) → host FIFO in priv
-	ttys     map[uint64]uint64       // host pty slave rdev → guest tty rdev (lines opened)
-	bootID   string
-	memDev   uint64 // st_dev of memfds
-	phDev    uint64 // st_dev of placeholder directories
-	devfs    vfs.FS
-	procfs   *procfs.FS
-	unix     unixNames // AF_UNIX path bindings (sys_unix.go)
-	sysw     sysWrites // writes to /proc/sys (proc_more.go)
+	priv      string // the guests' host root (private directory)
+	execDir   *sandbox.ExecDir
+	nextFile  int
+	execs     map[imageKey]string    // exec images by content identity → guest-root path
+	loaders   map[*vfs.Dentry]string // dynamic loaders placed in the private root
+	objs      map[hostKey]*vfs.Dentry
+	procObjs  map[hostKey]*vfs.Dentry
+	images    map[hostKey]*vfs.Dentry // exec images and loaders in priv → the guest file
+	fifos     map[hostKey]string      // guest FIFOs (mount dev, ino) → host FIFO in priv
+	ttys      map[uint64]uint64       // host pty slave rdev → guest tty rdev (lines opened)
+	devpts    *devpts.FS
+	ptyOwners map[int]devpts.Pty // ptys the guest opened /dev/ptmx for, by number
+	bootID    string
+	memDev    uint64 // st_dev of memfds
+	phDev     uint64 // st_dev of placeholder directories
+	devfs     vfs.FS
+	procfs    *procfs.FS
+	unix      unixNames // AF_UNIX path bindings (sys_unix.go)
+	sysw      sysWrites // writes to /proc/sys (proc_more.go)
 }
 
 type hostKey struct{ dev, ino uint64 }
@@ -151,7 +154,7 @@ func New(cfg Config) (*Kernel, error) {
 	}
 	k := &Kernel{cfg: cfg, vfs: cfg.VFS, boot: time.Now(), procs: map[int]*Process{}, threads: map[int]*Thread{},
 		hostname: cfg.Hostname, domain: "(none)", execs: map[imageKey]string{}, loaders: map[*vfs.Dentry]string{},
-		objs: map[hostKey]*vfs.Dentry{}, procObjs: map[hostKey]*vfs.Dentry{}, images: map[hostKey]*vfs.Dentry{}, fifos: map[hostKey]string{}, ttys: map[uint64]uint64{},
+		objs: map[hostKey]*vfs.Dentry{}, procObjs: map[hostKey]*vfs.Dentry{}, images: map[hostKey]*vfs.Dentry{}, fifos: map[hostKey]string{}, ttys: map[uint64]uint64{}, ptyOwners: map[int]devpts.Pty{},
 		bootID: newUUID()}
 	if k.hostname == "" {
 		k.hostname = "(none)"
@@ -181,6 +184,7 @@ func New(cfg Config) (*Kernel, error) {
 	k.memDev = st.Dev
 	k.devfs = devfs.New()
 	k.procfs = procfs.New(k)
+	k.devpts = devpts.New(k)
 	if cfg.UserNotify != nil {
 		k.procfs.Mconsole = k.openNotify
 	}

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/umltools/umltools/internal/fs/devpts"
 	"github.com/umltools/umltools/internal/vfs"
 )
 
@@ -82,6 +83,9 @@ func (k *Kernel) ttyNr(host int64) int64 {
 	}
 	if g, ok := k.ttys[uint64(host)]; ok {
 		return int64(g)
+	}
+	if devpts.Number(uint64(host)) >= 0 {
+		return host // a guest pty keeps its host number
 	}
 	return 0
 }
@@ -456,6 +460,11 @@ func (k *Kernel) ttyName(st *unix.Stat_t) string {
 	}
 	g, ok := k.ttys[st.Rdev]
 	if !ok {
+		if n := devpts.Number(st.Rdev); n >= 0 {
+			if _, mine := k.ptyOwners[n]; mine {
+				return "/dev/pts/" + strconv.Itoa(n)
+			}
+		}
 		return ""
 	}
 	if m := vfs.Minor(g); m >= 64 {

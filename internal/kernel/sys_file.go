@@ -12,6 +12,7 @@ import (
 
 	"github.com/umltools/umltools/internal/abi"
 	"github.com/umltools/umltools/internal/fs/devfs"
+	"github.com/umltools/umltools/internal/fs/devpts"
 	"github.com/umltools/umltools/internal/vfs"
 )
 
@@ -214,6 +215,12 @@ func (c *call) openDevice(rdev uint64, typ uint32, flags int) (*os.File, int64) 
 			return c.k.openCtty(c.th.Tid, keep)
 		}
 		return c.k.openConsole(keep)
+	}
+	if rdev == devpts.Ptmx {
+		return c.openPtmx(keep)
+	}
+	if n := devpts.Number(rdev); n >= 0 {
+		return c.k.openPtySlave(n, keep)
 	}
 	if vfs.Major(rdev) == 4 && c.k.cfg.Lines != nil {
 		con, err := c.k.cfg.Lines(rdev)

@@ -13,11 +13,8 @@ import (
 	"github.com/umltools/umltools/internal/vfs"
 )
 
-// Filesystem magics of the engine's stand-ins.
-const (
-	sysfsMagic  = 0x62656572
-	devptsMagic = 0x1cd1
-)
+// sysfsMagic is the filesystem magic of the engine's sysfs stand-in.
+const sysfsMagic = 0x62656572
 
 // filesystems lists the types mount(2) accepts, as /proc/filesystems
 // shows them.
@@ -100,7 +97,7 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 		fs = tmpfs.New("sysfs", sysfsMagic, 0o555, 0, 0)
 		mflags |= vfs.NoSuid | vfs.NoDev | vfs.NoExec
 	case "devpts":
-		fs = tmpfs.New("devpts", devptsMagic, 0o755, 0, 0)
+		fs = c.k.devpts
 		mflags |= vfs.NoSuid | vfs.NoExec
 	case "hostfs":
 		hf, r := c.mountHostfs(data, mflags)
@@ -123,7 +120,7 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 	}
 	dev := c.k.vfs.AnonDev()
 	switch {
-	case fstype == "proc" || fstype == "devtmpfs":
+	case fstype == "proc" || fstype == "devtmpfs" || fstype == "devpts":
 		dev = c.k.fsDev(fs)
 	case diskDev != 0:
 		dev = diskDev // st_dev of its files is the disk's, as in Linux

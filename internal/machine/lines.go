@@ -14,7 +14,8 @@ import (
 // is the guest's /dev/ttyN (4:N) and sslN its /dev/ttySN (4:64+N), each a
 // host pty pumped to the line's channel (internal/chan). As in the C
 // kernel, a line's channel comes up when the guest first opens the line
-// (a getty on it), and logs then (e.g. the pts device it was given).
+// (a getty on it), and logs then (e.g. the pts device it was given);
+// port channels listen from boot, as the C kernel's do.
 
 // lineOf returns the line of guest tty device rdev, and its name.
 func (m *machine) lineOf(rdev uint64) (*cmdline.Line, bool) {
@@ -62,13 +63,25 @@ func (m *machine) line(rdev uint64) (kernel.Console, error) {
 	if !l.Valid() {
 		return nil, syscall.ENXIO
 	}
-	c, err := chans.New(l.In, l.Out, chans.Options{Name: l.Name(), Logf: m.logf})
+	c, err := chans.New(l.In, l.Out, m.chanOptions(l.Name()))
 	if err != nil {
-		m.errorf("%s: %v", l.Name(), err)
+		m.errorf("%v", err) // it names the line
 		return nil, syscall.EIO
 	}
 	m.lines[rdev] = c
 	return ttyConsole{c}, nil
+}
+
+// startPorts brings up, at boot, the lines with a port channel, so that
+// their listeners are there before a getty opens the line.
+func (m *machine) startPorts() {
+	m.lines = map[uint64]*chans.Console{}
+	all := append(append([]cmdline.Line(nil), m.cfg.Con[1:]...), m.cfg.Ssl[:]...)
+	for i := range all {
+		if l := &all[i]; l.Valid() && (l.In.Type == cmdline.ChanPort || l.Out.Type == cmdline.ChanPort) {
+			m.line(lineDev(l))
+		}
+	}
 }
 
 // addLineNodes makes /dev/ttyN and /dev/ttySN for every line that exists.
@@ -91,4 +104,13 @@ func (m *machine) closeLines() {
 		c.Close()
 		delete(m.lines, rdev)
 	}
+}
+
+// chanOptions are the channel options of line name.
+func (m *machine) chanOptions(name string) chans.Options {
+	umid := ""
+	if m.dir != nil {
+		umid = m.dir.Umid
+	}
+	return chans.Options{Name: name, Logf: m.logf, Xterm: m.cfg.Xterm, Umid: umid, Ports: &m.ports}
 }

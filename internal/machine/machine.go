@@ -80,11 +80,13 @@ type machine struct {
 	disks     []ubd.Device
 	mounted   map[int]*extfs.FS
 	rootIsUbd bool // ubd0 holds the root filesystem
+	rootRW    bool // the root was mounted read-write at the first boot
 
 	// lineMu guards lines: the consoles and serial lines beyond con0
 	// that are up, by guest device number.
 	lineMu sync.Mutex
 	lines  map[uint64]*chans.Console
+	ports  chans.Ports // port: listeners, shared by lines on one port
 }
 
 // logf writes a kernel log line: to the log buffer always, to stderr
@@ -246,7 +248,7 @@ func (m *machine) run(args []string) int {
 	if con != nil {
 		defer con.Close()
 	}
-	m.lines = map[uint64]*chans.Console{}
+	m.startPorts()
 	defer m.closeLines()
 
 	// Signals to the engine shut the machine down.
@@ -346,6 +348,7 @@ func (m *machine) openDisks() (root interface {
 			ro = " readonly"
 		}
 		m.logf("VFS: Mounted root (hostfs filesystem)%s on %s.", ro, hf.HostPath())
+		m.rootRW = hf.Writable()
 		return hostRoot{hf}, -1
 	}
 	if m.cfg.RootFSType != "" && m.cfg.RootFSType != "ext4" && m.cfg.RootFSType != "ext3" && m.cfg.RootFSType != "ext2" {
@@ -389,6 +392,7 @@ func (m *machine) openDisks() (root interface {
 		m.logf("VFS: Mounted root (ext4 filesystem) readonly on device 98:0.")
 	}
 	m.rootIsUbd = true
+	m.rootRW = fs.Writable()
 	return ext4Root{fs}, -1
 }
 
@@ -398,7 +402,7 @@ func (m *machine) console() (*chans.Console, error) {
 	if l.None {
 		return nil, nil
 	}
-	c, err := chans.New(l.In, l.Out, chans.Options{Name: "con0", Logf: m.logf})
+	c, err := chans.New(l.In, l.Out, m.chanOptions("con0"))
 	if err != nil {
 		return nil, err
 	}
@@ -421,6 +425,13 @@ func (t ttyConsole) Rdev() uint64 { return t.c.Rdev() }
 
 // boot runs the guest once. again is true for a reboot.
 func (m *machine) boot(root rootFS, con *chans.Console, initArgs, initEnv []string, sigs chan os.Signal) (status int, again bool) {
+	if rm, ok := root.(vfs.Remounter); ok && m.rootRW && !root.Writable() {
+		// A reboot mounts the root afresh: read-write again after the
+		// guest's shutdown remounted it read-only (umountroot).
+		if err := rm.Remount(false); err != nil {
+			m.logf("root: remount read-write: %v", err)
+		}
+	}
 	var rflags uintptr
 	if !root.Writable() {
 		rflags = vfs.ReadOnly
@@ -600,8 +611,10 @@ Common options (the C kernel's syntax):
         Flags: r read-only, s synchronous, d not a COW file, c shared
         (no host locking), t no discard.
     con[N]=<channel>[,<channel>]   ssl[N]=...
-        Console and serial line channels: fd:<n>, null, none (pts, pty,
-        tty:<dev>, port:<n> and xterm come in a later version).
+        Console and serial line channels: fd:<n>, null, none, pts (and
+        pty: a host pty, named in the log), port:<n> (a built-in telnet
+        server), tty:<dev>, xterm (needs $DISPLAY). conN is the guest's
+        /dev/ttyN, sslN its /dev/ttySN.
     mem=<size>       memory size (K, M, G suffixes)
     umid=<name>      machine id (default: random)
     uml_dir=<dir>    directory for machine ids (default: ~/.uml)

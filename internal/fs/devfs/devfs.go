@@ -6,6 +6,7 @@ package devfs
 import (
 	"syscall"
 
+	"github.com/umltools/umltools/internal/fs/devpts"
 	"github.com/umltools/umltools/internal/fs/tmpfs"
 	"github.com/umltools/umltools/internal/vfs"
 )
@@ -20,6 +21,7 @@ var (
 	Tty     = vfs.Mkdev(5, 0)
 	Console = vfs.Mkdev(5, 1)
 	Tty0    = vfs.Mkdev(4, 0)
+	Ptmx    = devpts.Ptmx
 )
 
 // HostPath returns the host device that backs a guest memory-class device
@@ -57,6 +59,7 @@ var nodes = []Node{
 	{"tty", syscall.S_IFCHR | 0o666, Tty},
 	{"console", syscall.S_IFCHR | 0o600, Console},
 	{"tty0", syscall.S_IFCHR | 0o620, Tty0},
+	{"ptmx", syscall.S_IFCHR | 0o666, Ptmx},
 }
 
 // New returns a devtmpfs holding the machine's device nodes.
