@@ -268,3 +268,37 @@ func readUntil(r interface {
 	}
 	return out.String(), nil
 }
+
+// TestSysvinitFstabDisk: a second disk in /etc/fstab (/dev/ubdb /data
+// ext4, fsck pass 2) is checked by checkfs, mounted by mountall, written,
+// and unmounted cleanly at poweroff.
+func TestSysvinitFstabDisk(t *testing.T) {
+	img := testutil.SysvinitImage(t)
+	tree := t.TempDir()
+	os.WriteFile(filepath.Join(tree, "hello"), []byte("from-the-data-disk\n"), 0o644)
+	data := testutil.MkfsImage(t, tree, "16M", "-t", "ext4")
+	fstab := debugfs(t, img, "cat /etc/fstab") + "/dev/ubdb\t/data\text4\tdefaults\t0\t2\n"
+	p := filepath.Join(t.TempDir(), "fstab")
+	os.WriteFile(p, []byte(fstab), 0o644)
+	testutil.AddFiles(t, img, map[string]string{"/etc/fstab": p})
+	if out, err := exec.Command("debugfs", "-w", "-R", "mkdir /data", img).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs mkdir /data: %v\n%s", err, out)
+	}
+	m := bootOnPty(t, "ubd0="+img, "ubd1="+data, "umid=sysvdata", "con0=fd:0,fd:1", "con=null")
+	m.login(t, 90*time.Second)
+	m.do(t, "df /data | tail -1", "/dev/ubdb")
+	m.do(t, "cat /data/hello", "from-the-data-disk")
+	m.do(t, "echo written-in-guest > /data/new", "# ")
+	m.do(t, "poweroff", "")
+	if code := m.wait(t, 60*time.Second); code != 0 {
+		t.Errorf("exit %d after poweroff", code)
+	}
+	if !strings.Contains(m.log.String(), "EXT4-fs (ubdb): unmounting filesystem.") {
+		t.Errorf("/data was not unmounted by the guest's shutdown")
+	}
+	fsckClean(t, img)
+	fsckClean(t, data)
+	if got := debugfs(t, data, "cat /new"); !strings.Contains(got, "written-in-guest") {
+		t.Errorf("/new on the data disk: %q", got)
+	}
+}
