@@ -288,6 +288,10 @@ func TestSysvinitFstabDisk(t *testing.T) {
 	m.login(t, 90*time.Second)
 	m.do(t, "df /data | tail -1", "/dev/ubdb")
 	m.do(t, "cat /data/hello", "from-the-data-disk")
+	m.do(t, "lsblk -no NAME,SIZE,MOUNTPOINTS /dev/ubdb", "ubdb") // /sys/dev/block, /sys/block
+	if err := m.pty.Expect("16M /data", 10*time.Second); err != nil {
+		t.Fatalf("lsblk: %v", err)
+	}
 	m.do(t, "echo written-in-guest > /data/new", "# ")
 	m.do(t, "poweroff", "")
 	if code := m.wait(t, 60*time.Second); code != 0 {

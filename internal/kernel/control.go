@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/umltools/umltools/internal/abi"
+	"github.com/umltools/umltools/internal/fs/sysfs"
 	"github.com/umltools/umltools/internal/fs/tmpfs"
 	"github.com/umltools/umltools/internal/sandbox"
 	"github.com/umltools/umltools/internal/vfs"
@@ -220,6 +221,16 @@ type Disks interface {
 	// OpenDisk opens block device rdev itself for a guest (fsck reads
 	// the raw disk) with the open(2) flags; ENXIO when no disk is there.
 	OpenDisk(rdev uint64, flags int) (*os.File, error)
+	// List lists the disks plugged in, for /sys.
+	List() []sysfs.Disk
+}
+
+// Disks lists the machine's disks (sysfs.Source; k.mu held).
+func (k *Kernel) Disks() []sysfs.Disk {
+	if k.cfg.Disks == nil {
+		return nil
+	}
+	return k.cfg.Disks.List()
 }
 
 // Nodename is the machine's hostname (uname's nodename).

@@ -29,6 +29,7 @@ import (
 	"github.com/umltools/umltools/internal/fs/devpts"
 	"github.com/umltools/umltools/internal/fs/hostfs"
 	"github.com/umltools/umltools/internal/fs/procfs"
+	"github.com/umltools/umltools/internal/fs/sysfs"
 	"github.com/umltools/umltools/internal/sandbox"
 	"github.com/umltools/umltools/internal/vfs"
 )
@@ -129,6 +130,7 @@ type Kernel struct {
 	fifos     map[hostKey]string      // guest FIFOs (mount dev, ino) → host FIFO in priv
 	ttys      map[uint64]uint64       // host pty slave rdev → guest tty rdev (lines opened)
 	devpts    *devpts.FS
+	sysfs     *sysfs.FS
 	ptyOwners map[int]devpts.Pty // ptys the guest opened /dev/ptmx for, by number
 	bootID    string
 	memDev    uint64 // st_dev of memfds
@@ -185,6 +187,7 @@ func New(cfg Config) (*Kernel, error) {
 	k.devfs = devfs.New()
 	k.procfs = procfs.New(k)
 	k.devpts = devpts.New(k)
+	k.sysfs = sysfs.New(k)
 	if cfg.UserNotify != nil {
 		k.procfs.Mconsole = k.openNotify
 	}

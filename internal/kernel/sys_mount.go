@@ -13,9 +13,6 @@ import (
 	"github.com/umltools/umltools/internal/vfs"
 )
 
-// sysfsMagic is the filesystem magic of the engine's sysfs stand-in.
-const sysfsMagic = 0x62656572
-
 // filesystems lists the types mount(2) accepts, as /proc/filesystems
 // shows them.
 var filesystems = []struct {
@@ -94,7 +91,7 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 		}
 		fs = tmpfs.New("tmpfs", tmpfs.Magic, mode, uid, gid)
 	case "sysfs":
-		fs = tmpfs.New("sysfs", sysfsMagic, 0o555, 0, 0)
+		fs = c.k.sysfs
 		mflags |= vfs.NoSuid | vfs.NoDev | vfs.NoExec
 	case "devpts":
 		fs = c.k.devpts
@@ -120,7 +117,7 @@ func (c *call) sysMount(srcAddr, targetAddr, typeAddr uint64, flags uint64, data
 	}
 	dev := c.k.vfs.AnonDev()
 	switch {
-	case fstype == "proc" || fstype == "devtmpfs" || fstype == "devpts":
+	case fstype == "proc" || fstype == "devtmpfs" || fstype == "devpts" || fstype == "sysfs":
 		dev = c.k.fsDev(fs)
 	case diskDev != 0:
 		dev = diskDev // st_dev of its files is the disk's, as in Linux

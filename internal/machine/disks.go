@@ -12,6 +12,7 @@ import (
 	"github.com/umltools/umltools/internal/cow"
 	"github.com/umltools/umltools/internal/ext4"
 	"github.com/umltools/umltools/internal/fs/extfs"
+	"github.com/umltools/umltools/internal/fs/sysfs"
 	"github.com/umltools/umltools/internal/kernel"
 	"github.com/umltools/umltools/internal/mconsole"
 	"github.com/umltools/umltools/internal/ubd"
@@ -176,6 +177,20 @@ func (m *machine) OpenDisk(rdev uint64, flags int) (*os.File, error) {
 		return nil, syscall.ENXIO
 	}
 	return f, err
+}
+
+// List lists the disks plugged in (kernel.Disks, for /sys).
+func (m *machine) List() []sysfs.Disk {
+	m.diskMu.Lock()
+	defer m.diskMu.Unlock()
+	var out []sysfs.Disk
+	for n, d := range m.disks {
+		if d != nil {
+			out = append(out, sysfs.Disk{Name: m.cfg.Ubd[n].Name(), Major: ubdMajor, Minor: uint32(n) << 4,
+				Sectors: uint64(d.Size()) / 512, ReadOnly: d.ReadOnly()})
+		}
+	}
+	return out
 }
 
 // UnmountDisk writes back and releases a filesystem MountDisk returned.
