@@ -309,6 +309,29 @@ func TestMconsoleStop(t *testing.T) {
 	if after < 5 {
 		t.Errorf("the guest did not resume: %d lines in 1 s", after)
 	}
+	// stack and sysrq t/m show the guest (one write each, so even the C
+	// client, which loses packets beyond its queue, gets them whole).
+	for _, c := range []struct {
+		words []string
+		want  []string
+	}{
+		{[]string{"stack", "1"}, []string{"OK Task 1 (", "RIP: 0033:", "RSP: 002b:", "Call Trace (frame pointers):"}},
+		{[]string{"sysrq", "t"}, []string{"OK sysrq: Show State", "task:mc.sh", "pid:1 "}},
+		{[]string{"sysrq", "m"}, []string{"OK sysrq: Show Memory", "Mem-Info:", "pages RAM"}},
+	} {
+		clients := []string{client}
+		if cc, err := testutil.LookPath("uml_mconsole"); err == nil {
+			clients = append(clients, cc)
+		}
+		for _, cl := range clients {
+			out, rc := m.mconsole(t, cl, c.words...)
+			for _, w := range c.want {
+				if rc != 0 || !strings.Contains(out, w) {
+					t.Errorf("%s %v: rc %d, no %q in %q", cl, c.words, rc, w, out)
+				}
+			}
+		}
+	}
 	if out, rc := m.mconsole(t, client, "halt"); rc != 0 {
 		t.Errorf("halt: %q rc %d", out, rc)
 	}
