@@ -193,13 +193,7 @@ func (d *Dir) PublishOrRandom(logf func(format string, a ...any)) error {
 // StageOrRandom is Stage with the kernel's fallback to a random umid when
 // umid is in use (or unusable), logging the kernel's two lines.
 func StageOrRandom(base, umid string, pid int, logf func(format string, a ...any)) (*Dir, error) {
-	d, err := Stage(base, umid, pid)
-	if err == nil || umid == "" {
-		return d, err
-	}
-	logf("%v", err)
-	logf("Failed to initialize umid \"%s\", trying with a random umid", umid)
-	return Stage(base, "", pid)
+	return orRandom(Stage, base, umid, pid, logf)
 }
 
 // prepare checks umid and makes the base directory (mkdir 0777, as the
@@ -288,13 +282,19 @@ func parseUlong(s string) (int, bool) {
 // (or unusable) it logs, through logf, the kernel's two lines and takes a
 // random umid instead.
 func CreateOrRandom(base, umid string, pid int, logf func(format string, a ...any)) (*Dir, error) {
-	d, err := Create(base, umid, pid)
+	return orRandom(Create, base, umid, pid, logf)
+}
+
+// orRandom calls mk for umid, and again for a random one (after the
+// kernel's two log lines) when that fails.
+func orRandom(mk func(base, umid string, pid int) (*Dir, error), base, umid string, pid int, logf func(format string, a ...any)) (*Dir, error) {
+	d, err := mk(base, umid, pid)
 	if err == nil || umid == "" {
 		return d, err
 	}
 	logf("%v", err)
 	logf("Failed to initialize umid \"%s\", trying with a random umid", umid)
-	return Create(base, "", pid)
+	return mk(base, "", pid)
 }
 
 // Remove deletes every file in the machine directory and the directory
