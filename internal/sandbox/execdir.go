@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,10 +32,17 @@ func NewExecDir(uid, gid int) (*ExecDir, error) {
 		if err := unix.Statfs(base, &st); err != nil || st.Flags&unix.ST_NOEXEC != 0 {
 			continue
 		}
+		sweepExecDirs(base)
 		d, err := os.MkdirTemp(base, "uml")
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		// Its owner, for the sweep of a later engine if this one is
+		// killed before Close (SIGKILL leaves the directory behind).
+		if err := os.WriteFile(filepath.Join(d, ownerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o400); err != nil {
+			os.RemoveAll(d)
+			return nil, fmt.Errorf("exec dir %s: %w", d, err)
 		}
 		if uid >= 0 || gid >= 0 {
 			if err := os.Chown(d, uid, gid); err != nil {
@@ -44,6 +53,41 @@ func NewExecDir(uid, gid int) (*ExecDir, error) {
 		return &ExecDir{Path: d}, nil
 	}
 	return nil, fmt.Errorf("no exec-capable directory for guest executables: %v", errs)
+}
+
+// ownerFile names the engine that made an ExecDir ("<pid>\n").
+const ownerFile = ".owner"
+
+// sweepExecDirs removes the ExecDirs in base that engines killed before
+// their Close left behind: ours (same owner), with an owner file naming a
+// process that no longer exists.
+func sweepExecDirs(base string) {
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	uid := os.Getuid()
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "uml") {
+			continue
+		}
+		d := filepath.Join(base, e.Name())
+		var st unix.Stat_t
+		if unix.Lstat(d, &st) != nil || int(st.Uid) != uid {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue // not ours to judge (no owner file yet, or another kind)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if unix.Kill(pid, 0) == unix.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // Add writes an executable image under name ("file", or "dir/file" to
