@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -277,6 +278,10 @@ func (u *UML) Done() <-chan struct{} { return u.done }
 
 // Kill kills the machine and all its host threads/processes and waits.
 func (u *UML) Kill() {
+	// Helpers the kernel forked into sessions of their own (a port
+	// channel's) outlive it and its process group: they are found by the
+	// machine's uml_dir= on their command line, which is the test's own.
+	defer killByArg("uml_dir=" + u.UMLDir + "/")
 	select {
 	case <-u.done:
 		return
@@ -289,6 +294,25 @@ func (u *UML) Kill() {
 	select {
 	case <-u.done:
 	case <-time.After(10 * time.Second):
+	}
+}
+
+// killByArg kills every process with arg among its command-line words.
+func killByArg(arg string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, w := range strings.Split(string(b), "\x00") {
+			if w == arg {
+				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != os.Getpid() {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+				break
+			}
+		}
 	}
 }
 
