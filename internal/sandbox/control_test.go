@@ -550,7 +550,9 @@ func TestFreezeInvisible(t *testing.T) {
 		}
 		inW.Write([]byte("go\n"))
 		ws, got := g.wait(t)
-		if got != "Terminated\n143\n" || ws.ExitStatus() != 0 {
+		// The shell reports the job ("Terminated") only when it notices
+		// the death before wait reaps it: a race in the shell itself.
+		if (got != "Terminated\n143\n" && got != "143\n") || ws.ExitStatus() != 0 {
 			t.Errorf("output %q status %v, want 143", got, ws)
 		}
 	})
