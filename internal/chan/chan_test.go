@@ -502,16 +502,19 @@ func TestBadFd(t *testing.T) {
 	}
 }
 
+// openFds counts this process's open fds (skipping t without /proc).
+func openFds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	return len(ents)
+}
+
 // TestClose: Close twice and concurrently, and no fd left open.
 func TestClose(t *testing.T) {
 	needPty(t)
-	countFds := func() int {
-		ents, err := os.ReadDir("/proc/self/fd")
-		if err != nil {
-			t.Skip(err)
-		}
-		return len(ents)
-	}
 	ir, iw := pipe(t, false)
 	_, ow := pipe(t, false)
 	in, out := fdChan(t, ir.Fd()), fdChan(t, ow.Fd())
@@ -520,7 +523,7 @@ func TestClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	warm.Close()
-	n0 := countFds()
+	n0 := openFds(t)
 	c, err := New(in, out, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -537,7 +540,7 @@ func TestClose(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Error(err)
 	}
-	if n := countFds(); n != n0 {
+	if n := openFds(t); n != n0 {
 		t.Errorf("%d fds open after Close, %d before New", n, n0)
 	}
 	if _, err := c.Slave().Write([]byte("x")); err == nil {

@@ -3,7 +3,6 @@ package chans
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -359,13 +358,6 @@ func TestPtsOneWay(t *testing.T) {
 // for every kind of endpoint.
 func TestCloseEndpoints(t *testing.T) {
 	needPty(t)
-	countFds := func() int {
-		ents, err := os.ReadDir("/proc/self/fd")
-		if err != nil {
-			t.Skip(err)
-		}
-		return len(ents)
-	}
 	hm, hs, hpath, err := openPty()
 	if err != nil {
 		t.Fatal(err)
@@ -387,13 +379,13 @@ func TestCloseEndpoints(t *testing.T) {
 	for _, spec := range specs { // warm up (netpoller, inotify)
 		open(spec).Close()
 	}
-	n0 := countFds()
+	n0 := openFds(t)
 	for _, spec := range specs {
 		c := open(spec)
 		if err := c.Close(); err != nil {
 			t.Errorf("%s: Close: %v", spec, err)
 		}
-		if n := countFds(); n != n0 {
+		if n := openFds(t); n != n0 {
 			t.Errorf("%s: %d fds open after Close, %d before New", spec, n, n0)
 		}
 	}

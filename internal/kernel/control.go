@@ -52,24 +52,30 @@ func (k *Kernel) CtrlAltDel() {
 // Freeze stops every guest thread until Thaw (mconsole stop); the guest
 // sees nothing of it.
 func (k *Kernel) Freeze() error {
-	k.mu.Lock()
-	sb := k.sb
-	k.mu.Unlock()
-	if sb == nil {
-		return fmt.Errorf("kernel: no guest running")
+	sb, err := k.running()
+	if err != nil {
+		return err
 	}
 	return sb.Freeze()
 }
 
 // Thaw resumes what Freeze stopped (mconsole go).
 func (k *Kernel) Thaw() error {
-	k.mu.Lock()
-	sb := k.sb
-	k.mu.Unlock()
-	if sb == nil {
-		return fmt.Errorf("kernel: no guest running")
+	sb, err := k.running()
+	if err != nil {
+		return err
 	}
 	return sb.Thaw()
+}
+
+// running returns the guest's sandbox, or an error before Start.
+func (k *Kernel) running() (*sandbox.Sandbox, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.sb == nil {
+		return nil, errors.New("kernel: no guest running")
+	}
+	return k.sb, nil
 }
 
 // ReadProc returns the contents of /proc/<path> as the kernel itself sees

@@ -222,17 +222,8 @@ func (c *call) openDevice(rdev uint64, typ uint32, flags int) (*os.File, int64) 
 	if n := devpts.Number(rdev); n >= 0 {
 		return c.k.openPtySlave(n, keep)
 	}
-	if vfs.Major(rdev) == 4 && c.k.cfg.Lines != nil {
-		con, err := c.k.cfg.Lines(rdev)
-		if err != nil {
-			return nil, errno(err)
-		}
-		c.k.ttys[con.Rdev()] = rdev
-		f, err := con.OpenSlave(keep | syscall.O_NOCTTY)
-		if err != nil {
-			return nil, errno(err)
-		}
-		return f, 0
+	if vfs.Major(rdev) == 4 {
+		return c.k.openLine(rdev, keep)
 	}
 	return nil, -abi.ENXIO
 }
@@ -249,15 +240,25 @@ func (k *Kernel) openCtty(tid, flags int) (*os.File, int64) {
 	if !ok {
 		return nil, -abi.ENXIO
 	}
-	con, err := k.cfg.Lines(guest)
+	return k.openLine(guest, flags)
+}
+
+// openLine opens the pty of console or serial line rdev (4:N, 4:64+N)
+// and notes which guest device its host pty is.
+func (k *Kernel) openLine(rdev uint64, flags int) (*os.File, int64) {
+	if k.cfg.Lines == nil {
+		return nil, -abi.ENXIO
+	}
+	con, err := k.cfg.Lines(rdev)
 	if err != nil {
 		return nil, errno(err)
 	}
-	fl, err := con.OpenSlave(flags | syscall.O_NOCTTY)
+	k.ttys[con.Rdev()] = rdev
+	f, err := con.OpenSlave(flags | syscall.O_NOCTTY)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return fl, 0
+	return f, 0
 }
 
 func (k *Kernel) openConsole(flags int) (*os.File, int64) {

@@ -2,10 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
-	"strconv"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/umltools/umltools/internal/abi"
 	"github.com/umltools/umltools/internal/sandbox"
@@ -45,11 +42,8 @@ func (k *Kernel) ioctlTrap(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 // isTerminalFd reports whether fd of host thread tid is the console or a
 // line's pty.
 func (k *Kernel) isTerminalFd(tid, fd int) bool {
-	var st unix.Stat_t
-	if fd < 0 || unix.Stat("/proc/"+strconv.Itoa(tid)+"/fd/"+strconv.Itoa(fd), &st) != nil {
-		return false
-	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.ttyName(&st) != ""
+	o, r := k.fdObject(tid, fd)
+	return r == 0 && k.ttyName(&o.st) != ""
 }

@@ -116,14 +116,24 @@ func (m *machine) unplugDisk(n int) error {
 	return nil
 }
 
+// diskUnit is the unit of plugged-in disk rdev (diskMu held): whole disks
+// only, no partitions.
+func (m *machine) diskUnit(rdev uint64) (int, bool) {
+	n := int(vfs.Minor(rdev) >> 4)
+	if vfs.Major(rdev) != ubdMajor || vfs.Minor(rdev)&15 != 0 || n >= len(m.disks) || m.disks[n] == nil {
+		return 0, false
+	}
+	return n, true
+}
+
 // MountDisk mounts the ext4 filesystem of the disk with device number
 // rdev (kernel.Disks).
 func (m *machine) MountDisk(rdev uint64, fstype string, readOnly bool, data string) (vfs.FS, bool, error) {
 	m.diskMu.Lock()
 	defer m.diskMu.Unlock()
-	n := int(vfs.Minor(rdev) >> 4)
-	if vfs.Major(rdev) != ubdMajor || vfs.Minor(rdev)&15 != 0 || n >= len(m.disks) || m.disks[n] == nil {
-		return nil, false, syscall.ENXIO // no partitions: whole disks only
+	n, ok := m.diskUnit(rdev)
+	if !ok {
+		return nil, false, syscall.ENXIO
 	}
 	if _, busy := m.mounted[n]; busy || (n == 0 && m.rootIsUbd) {
 		return nil, false, syscall.EBUSY
@@ -162,8 +172,8 @@ func (m *machine) MountDisk(rdev uint64, fstype string, readOnly bool, data stri
 func (m *machine) OpenDisk(rdev uint64, flags int) (*os.File, error) {
 	m.diskMu.Lock()
 	defer m.diskMu.Unlock()
-	n := int(vfs.Minor(rdev) >> 4)
-	if vfs.Major(rdev) != ubdMajor || vfs.Minor(rdev)&15 != 0 || n >= len(m.disks) || m.disks[n] == nil {
+	n, ok := m.diskUnit(rdev)
+	if !ok {
 		return nil, syscall.ENXIO
 	}
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {

@@ -76,7 +76,7 @@ func (m *machine) line(rdev uint64) (kernel.Console, error) {
 // their listeners are there before a getty opens the line.
 func (m *machine) startPorts() {
 	m.lines = map[uint64]*chans.Console{}
-	all := append(append([]cmdline.Line(nil), m.cfg.Con[1:]...), m.cfg.Ssl[:]...)
+	all := m.otherLines()
 	for i := range all {
 		if l := &all[i]; l.Valid() && (l.In.Type == cmdline.ChanPort || l.Out.Type == cmdline.ChanPort) {
 			m.line(lineDev(l))
@@ -84,9 +84,14 @@ func (m *machine) startPorts() {
 	}
 }
 
+// otherLines is every line but con0 (the console): con1… then ssl0….
+func (m *machine) otherLines() []cmdline.Line {
+	return append(append([]cmdline.Line(nil), m.cfg.Con[1:]...), m.cfg.Ssl[:]...)
+}
+
 // addLineNodes makes /dev/ttyN and /dev/ttySN for every line that exists.
 func (m *machine) addLineNodes(k *kernel.Kernel) {
-	all := append(append([]cmdline.Line(nil), m.cfg.Con[1:]...), m.cfg.Ssl[:]...)
+	all := m.otherLines()
 	for i := range all {
 		if l := &all[i]; l.Valid() {
 			if err := k.AddTTY(lineNode(l), lineDev(l)); err != nil {

@@ -179,8 +179,7 @@ func (d *Dir) PublishOrRandom(logf func(format string, a ...any)) error {
 	if !errors.As(err, &iu) {
 		return err
 	}
-	logf("%v", err)
-	logf("Failed to initialize umid \"%s\", trying with a random umid", d.Umid)
+	logFallback(logf, err, d.Umid)
 	for tries := 0; tries < 100; tries++ {
 		d.Umid = randomName()
 		if err = d.Publish(); !errors.As(err, &iu) {
@@ -292,9 +291,14 @@ func orRandom(mk func(base, umid string, pid int) (*Dir, error), base, umid stri
 	if err == nil || umid == "" {
 		return d, err
 	}
+	logFallback(logf, err, umid)
+	return mk(base, "", pid)
+}
+
+// logFallback logs the kernel's two lines for a umid it cannot take.
+func logFallback(logf func(format string, a ...any), err error, umid string) {
 	logf("%v", err)
 	logf("Failed to initialize umid \"%s\", trying with a random umid", umid)
-	return mk(base, "", pid)
 }
 
 // Remove deletes every file in the machine directory and the directory
