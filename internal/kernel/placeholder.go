@@ -24,7 +24,7 @@ func (k *Kernel) placeholder(d *vfs.Dentry, flags int) (*os.File, error) {
 		}
 		d.Data = p
 	}
-	fl := syscall.O_RDONLY | syscall.O_DIRECTORY | syscall.O_CLOEXEC | flags&(syscall.O_NONBLOCK|oPath)
+	fl := syscall.O_RDONLY | syscall.O_DIRECTORY | syscall.O_CLOEXEC | flags&syscall.O_NONBLOCK
 	fd, err := syscall.Open(p, fl, 0)
 	if err != nil {
 		return nil, fmt.Errorf("placeholder %s: %w", p, err)
@@ -32,20 +32,15 @@ func (k *Kernel) placeholder(d *vfs.Dentry, flags int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), p), nil
 }
 
-// placeholderFile is an O_PATH stand-in for a non-directory that has no
-// host file (a symlink, a device).
+// placeholderFile is a read-only stand-in for a non-directory opened
+// with O_PATH: an empty, already unlinked file of the private tree.
 func (k *Kernel) placeholderFile(d *vfs.Dentry) (*os.File, error) {
 	k.nextFile++
 	p := filepath.Join(k.priv, "d", "f"+strconv.Itoa(k.nextFile))
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o400)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDONLY|syscall.O_CLOEXEC, 0o400)
 	if err != nil {
 		return nil, fmt.Errorf("placeholder: %w", err)
 	}
-	f.Close()
-	fd, err := syscall.Open(p, oPath|syscall.O_CLOEXEC, 0)
 	os.Remove(p)
-	if err != nil {
-		return nil, fmt.Errorf("placeholder %s: %w", p, err)
-	}
-	return os.NewFile(uintptr(fd), p), nil
+	return f, nil
 }

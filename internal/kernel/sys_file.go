@@ -147,29 +147,22 @@ func (c *call) sysOpen(dirfd int, pathAddr uint64, flags int, mode uint32) int64
 	return -abi.ENXIO
 }
 
-// openPath serves O_PATH: a placeholder for directories, an O_PATH open
-// of the backing file otherwise.
+// openPath serves O_PATH. The host cannot pass O_PATH descriptors to the
+// guest (seccomp's ADDFD refuses them), so the guest gets a read-only
+// stand-in that the kernel knows as d: the directory's placeholder, or
+// an empty file for anything else. It is never the file's content,
+// which O_PATH does not grant.
 func (c *call) openPath(d *vfs.Dentry, a *vfs.Attr, flags int, cloexec bool) int64 {
-	if a.IsDir() {
-		f, err := c.k.placeholder(d, oPath)
-		if err != nil {
-			return errno(err)
-		}
-		return c.install(f, d, cloexec)
-	}
 	if a.Type() == syscall.S_IFLNK && flags&syscall.O_NOFOLLOW == 0 {
 		return -abi.ELOOP
 	}
-	on, ok := d.Node.(vfs.OpenNode)
-	if !ok || a.Type() != syscall.S_IFREG {
-		// Links, devices and the like: a placeholder names them.
-		f, err := c.k.placeholderFile(d)
-		if err != nil {
-			return errno(err)
-		}
-		return c.install(f, d, cloexec)
+	var f *os.File
+	var err error
+	if a.IsDir() {
+		f, err = c.k.placeholder(d, 0)
+	} else {
+		f, err = c.k.placeholderFile(d)
 	}
-	f, err := on.Open(c.ctx(), syscall.O_RDONLY)
 	if err != nil {
 		return errno(err)
 	}
