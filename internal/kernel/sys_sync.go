@@ -112,3 +112,10 @@ func (k *Kernel) HeldMemfds() map[uint64]bool {
 	}
 	return held
 }
+
+// ForgetMemfd forgets what a dropped page cache memfd was, since the
+// host may give its inode number to another memfd. Filesystems call it
+// from the open that made room, in a syscall (k.mu held).
+func (k *Kernel) ForgetMemfd(hostIno uint64) {
+	delete(k.objs, hostKey{k.memDev, hostIno})
+}

@@ -141,7 +141,7 @@ func (m *machine) MountDisk(rdev uint64, fstype string, readOnly bool, data stri
 	d := m.disks[n]
 	name := m.cfg.Ubd[n].Name()
 	ro := readOnly || d.ReadOnly()
-	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[n].NoTrim && hasFlag(data, "discard"), Logf: m.logf, Held: m.held}
+	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[n].NoTrim && hasFlag(data, "discard"), Logf: m.logf, Held: m.held, Dropped: m.dropped}
 	fs, err := extfs.Mount(d, d.Size(), opts)
 	if err != nil && !ro && errors.Is(err, ext4.ErrReadOnly) {
 		// What the driver reads but cannot write (ext2/ext3 block maps,
@@ -248,4 +248,11 @@ func (m *machine) held() map[uint64]bool {
 		return k.HeldMemfds()
 	}
 	return nil // no guest yet: keep every orphan
+}
+
+// dropped tells the kernel a page cache memfd is gone (from a syscall).
+func (m *machine) dropped(hostIno uint64) {
+	if k := m.kern.Load(); k != nil {
+		k.ForgetMemfd(hostIno)
+	}
 }

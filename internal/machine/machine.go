@@ -370,7 +370,7 @@ func (m *machine) openDisks() (root interface {
 	}
 	// Freed blocks are punched out of the image only with rootflags=discard
 	// (ext4's online discard, off by default as in Linux) and no ubd0t.
-	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[0].NoTrim && hasFlag(m.cfg.RootFlags, "discard"), Logf: m.logf, Held: m.held}
+	opts := extfs.Options{ReadOnly: ro, Discard: !m.cfg.Ubd[0].NoTrim && hasFlag(m.cfg.RootFlags, "discard"), Logf: m.logf, Held: m.held, Dropped: m.dropped}
 	fs, err := extfs.Mount(d, d.Size(), opts)
 	if err != nil && !ro && errors.Is(err, ext4.ErrReadOnly) {
 		// A filesystem this driver reads but cannot write (ext2/ext3

@@ -63,6 +63,10 @@ type page struct {
 	// orphan: unlinked while the guest may hold it; the driver keeps
 	// the inode (Hold) until nobody does.
 	orphan bool
+	// used is the FS clock at the page's last open (eviction's LRU).
+	used int64
+	// evicted: dropped by the evictor (a new page may be made).
+	evicted bool
 }
 
 // sumOf is the crc32c of b zero-padded to a chunk.
@@ -92,6 +96,19 @@ func isZero(b []byte) bool {
 // open returns a re-open of ino's memfd for a guest open with flags,
 // filling it on first use.
 func (f *FS) open(ino uint32, flags int) (*os.File, error) {
+	for {
+		file, err := f.openPage(ino, flags)
+		if err != errEvicted {
+			return file, err
+		}
+	}
+}
+
+// errEvicted: the page went between its lookup and its open (an open
+// made room meanwhile); the caller tries again.
+var errEvicted = errors.New("page evicted")
+
+func (f *FS) openPage(ino uint32, flags int) (*os.File, error) {
 	p, err := f.page(ino, flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY)
 	if err != nil {
 		return nil, err
@@ -101,9 +118,13 @@ func (f *FS) open(ino uint32, flags int) (*os.File, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.evicted {
+		return nil, errEvicted
+	}
 	if p.f == nil {
 		return nil, syscall.ENOENT // freed meanwhile
 	}
+	f.touch(p)
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		if err := p.markWritten(); err != nil {
 			return nil, err
@@ -143,18 +164,21 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 	if err != nil {
 		return nil, err
 	}
-	np := &page{ino: ino, name: name, f: m, wd: -1, size: h.Size()}
+	np := &page{ino: ino, name: name, f: m, wd: -1, size: h.Size(), used: f.clock.Add(1)}
 	if err := np.fill(h); err != nil {
 		m.Close()
 		return nil, err
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if p := f.cache[ino]; p != nil {
+		f.mu.Unlock()
 		m.Close()
 		return p, nil
 	}
 	f.cache[ino] = np
+	f.bytes.Add(np.size)
+	f.mu.Unlock()
+	f.evict()
 	return np, nil
 }
 
@@ -319,6 +343,7 @@ func (f *FS) writeback(p *page, all bool) error {
 		if st.Size < p.size && st.Size%chunk != 0 {
 			force = st.Size / chunk
 		}
+		f.bytes.Add(st.Size - p.size)
 		p.size = st.Size
 	}
 	bp := f.bufs.Get().(*[]byte)
@@ -363,16 +388,27 @@ func (f *FS) writeback(p *page, all bool) error {
 
 // setMtime sets the memfd's mtime when the memfd was ever written (the
 // next write-back stores it in the inode); a page never written to is the
-// image's content, whose inode gets the time directly.
+// image's content, whose inode gets the time directly. So does a page
+// with nothing left to write back: it stays clean (the caller sets the
+// inode's time), and may be evicted.
 func (p *page) setMtime(t time.Time) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.f == nil || !p.writable {
 		return nil
 	}
+	fd := int(p.f.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("%s: %w", p.f.Name(), err)
+	}
+	clean := !p.written && st.Size == p.size && st.Mtim == p.mtime
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Sec: t.Unix(), Nsec: int64(t.Nanosecond())}}
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, memfd.ProcPath(p.f), ts, 0); err != nil {
 		return fmt.Errorf("%s: setting mtime: %w", p.f.Name(), err)
+	}
+	if clean && unix.Fstat(fd, &st) == nil {
+		p.mtime = st.Mtim
 	}
 	return nil
 }

@@ -40,6 +40,14 @@ type Options struct {
 	// tell. An unlinked file that was open is freed once it is not in
 	// the set; nil Held keeps such files until unmount.
 	Held func() map[uint64]bool
+	// MaxPages and MaxBytes bound the page cache (evict.go); 0 takes a
+	// quarter of the open-file limit and 512 MiB.
+	MaxPages int
+	MaxBytes int64
+	// Dropped is told the host inode number of each memfd the cache
+	// drops, which the host may now reuse. It is called from the open
+	// that makes room, in the kernel's syscall.
+	Dropped func(hostIno uint64)
 }
 
 // FS is a mounted ext4 image.
@@ -55,13 +63,20 @@ type FS struct {
 	ino     int              // inotify fd (-1 when none)
 	inoFile *os.File         // the same, in Go's poller
 
-	dirty  atomic.Bool   // metadata changed since the last driver Sync
-	gen    atomic.Uint64 // bumped by every change: nodes reload their inode
-	stop   chan struct{}
-	reapc  chan struct{} // wakes the reaper: an orphan may be free
-	bufs   sync.Pool     // write-back's chunk buffers, reused
-	done   sync.WaitGroup
-	closed bool
+	dirty atomic.Bool   // metadata changed since the last driver Sync
+	gen   atomic.Uint64 // bumped by every change: nodes reload their inode
+	stop  chan struct{}
+	reapc chan struct{} // wakes the reaper: an orphan may be free
+	clock atomic.Int64  // ticks at every open: pages' recency
+	bytes atomic.Int64  // the cached pages' sizes
+	// the cache's bounds (Options.bounds)
+	maxPages int
+	maxBytes int64
+	evictMu  sync.Mutex // one eviction pass at a time; guards stuck
+	stuck    int        // opens before the next try, after a pass that fell short
+	bufs     sync.Pool  // write-back's chunk buffers, reused
+	done     sync.WaitGroup
+	closed   bool
 }
 
 // New wraps a filesystem opened read-only.
@@ -75,6 +90,7 @@ func New(f *ext4.FS) *FS {
 // goroutines yet.
 func newFS(dev ext4.Device, size int64, o Options) *FS {
 	f := &FS{dev: dev, size: size, opts: o, cache: map[uint32]*page{}, wd: map[int32]*page{}, ino: -1}
+	f.maxPages, f.maxBytes = o.bounds()
 	f.bufs.New = func() any { b := make([]byte, chunk); return &b }
 	return f
 }

@@ -154,6 +154,17 @@ func (f *FS) reap(p *page, held map[uint64]bool) {
 	}
 	p.orphan = false
 	p.mu.Unlock()
+	f.drop(p)
+	f.changed()
+	if err := f.fs().Forget(p.ino); err != nil {
+		f.opts.Logf("extfs: freeing unlinked inode %d: %v", p.ino, err)
+	}
+}
+
+// drop takes p out of the cache and closes its memfd. The caller has
+// claimed p under p.mu (cleared orphan, or set evicted) and let go of
+// p.mu: f.mu comes first.
+func (f *FS) drop(p *page) {
 	f.mu.Lock()
 	f.unwatch(p)
 	if f.cache[p.ino] == p {
@@ -163,11 +174,8 @@ func (f *FS) reap(p *page, held map[uint64]bool) {
 	p.mu.Lock()
 	p.f.Close()
 	p.f = nil
+	f.bytes.Add(-p.size)
 	p.mu.Unlock()
-	f.changed()
-	if err := f.fs().Forget(p.ino); err != nil {
-		f.opts.Logf("extfs: freeing unlinked inode %d: %v", p.ino, err)
-	}
 }
 
 // reapOrphans frees every orphan no guest holds, asking who holds what
