@@ -84,9 +84,16 @@ func (f *FS) unwatch(p *page) {
 	}
 }
 
+// closeBatch is how long the watch loop lets close notifications gather
+// before it writes back: a tar x that closes thousands of files a second
+// wakes it a few dozen times, not once per file, and a file closed twice
+// in that time is written back once.
+const closeBatch = 20 * time.Millisecond
+
 func (f *FS) watchLoop(file *os.File) {
 	defer f.done.Done()
-	buf := make([]byte, 64*(unix.SizeofInotifyEvent+16))
+	buf := make([]byte, 4096*unix.SizeofInotifyEvent) // watches on files: no names
+	closed := map[*page]bool{}
 	for {
 		n, err := file.Read(buf)
 		if err != nil {
@@ -95,9 +102,14 @@ func (f *FS) watchLoop(file *os.File) {
 			}
 			return // closed by stopWatch
 		}
+		overflow, orphans := false, false
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			e := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
 			off += unix.SizeofInotifyEvent + int(e.Len)
+			if e.Mask&unix.IN_Q_OVERFLOW != 0 {
+				overflow = true
+				continue
+			}
 			f.mu.Lock()
 			p := f.wd[e.Wd]
 			f.mu.Unlock()
@@ -105,13 +117,30 @@ func (f *FS) watchLoop(file *os.File) {
 				continue
 			}
 			if e.Mask&unix.IN_CLOSE_WRITE != 0 {
-				if err := f.writeback(p, true); err != nil {
-					f.opts.Logf("extfs: write-back at close: %v", err)
-				}
+				closed[p] = true
 			}
-			if p.isOrphan() {
-				f.reapSoon()
+			orphans = orphans || p.isOrphan()
+		}
+		if overflow {
+			// Closes were lost: write back every page that may
+			// have had a writer.
+			if err := f.Sync(); err != nil {
+				f.opts.Logf("extfs: write-back: %v", err)
 			}
+		}
+		for p := range closed {
+			if err := f.writeback(p, true); err != nil {
+				f.opts.Logf("extfs: write-back at close: %v", err)
+			}
+			delete(closed, p)
+		}
+		if orphans || overflow {
+			f.reapSoon()
+		}
+		select {
+		case <-f.stop:
+			return
+		case <-time.After(closeBatch):
 		}
 	}
 }
