@@ -32,6 +32,14 @@ func recLen(v uint16, bs uint32) int {
 // dirIter walks the entries of one directory block, validating each. It
 // calls fn with the entry's offset in b; fn returns false to stop.
 func (f *FS) dirIter(b []byte, where uint64, ino uint32, fn func(off int, d DirEntry) bool) error {
+	return f.dirScan(b, where, ino, func(off, nl int, typ uint8, n uint32) bool {
+		return fn(off, DirEntry{Name: string(b[off+8 : off+8+nl]), Ino: n, Type: typ})
+	})
+}
+
+// dirScan is dirIter without the names: fn gets each live entry's offset,
+// name length, type and inode.
+func (f *FS) dirScan(b []byte, where uint64, ino uint32, fn func(off, nameLen int, typ uint8, ino uint32) bool) error {
 	ft := f.sb.FeatureIncompat&incompatFiletype != 0
 	for off := 0; off < len(b); {
 		if off+8 > len(b) {
@@ -50,14 +58,27 @@ func (f *FS) dirIter(b []byte, where uint64, ino uint32, fn func(off int, d DirE
 		if rl < 12 || rl%4 != 0 || rl < 8+nl || off+rl > len(b) {
 			return corrupt(where, "directory %d: entry at %d (rec_len %d, name_len %d)", ino, off, rl, nl)
 		}
-		if n := le32(b, off); n != 0 && nl > 0 {
-			if !fn(off, DirEntry{Name: string(b[off+8 : off+8+nl]), Ino: n, Type: typ}) {
-				return nil
-			}
+		if n := le32(b, off); n != 0 && nl > 0 && !fn(off, nl, typ, n) {
+			return nil
 		}
 		off += rl
 	}
 	return nil
+}
+
+// dirFind returns the inode of entry name in directory block b (0 when it
+// is not there), checking the entries as dirIter does but making no
+// strings: lookups run on every path walk.
+func (f *FS) dirFind(b []byte, where uint64, ino uint32, name string) (uint32, error) {
+	var found uint32
+	err := f.dirScan(b, where, ino, func(off, nl int, _ uint8, n uint32) bool {
+		if nl == len(name) && string(b[off+8:off+8+nl]) == name {
+			found = n
+			return false
+		}
+		return true
+	})
+	return found, err
 }
 
 // checkLeaf verifies the dirent tail checksum of a directory leaf block.
@@ -69,10 +90,14 @@ func (f *FS) checkLeaf(in *Inode, b []byte, blk uint64) error {
 	if le32(b, t) != 0 || le16(b, t+4) != 12 || b[t+6] != 0 || b[t+7] != 0xDE {
 		return corrupt(blk, "directory %d: leaf block without checksum tail (run e2fsck -fD)", in.Ino)
 	}
+	if f.checked.leaf(blk, in.Ino, in.Generation) {
+		return nil
+	}
 	got := crc32c(f.inodeSeed(in.Ino, in.Generation), b[:t])
 	if want := le32(b, t+8); got != want {
 		return &ChecksumError{What: fmt.Sprintf("directory %d block", in.Ino), Block: blk, Want: want, Got: got}
 	}
+	f.checked.addLeaf(blk, in.Ino, in.Generation)
 	return nil
 }
 
@@ -157,55 +182,49 @@ func (f *FS) readDir(dir uint32, cookie uint64, fn func(DirEntry) bool) error {
 		return f.readInlineDir(d, cookie, fn)
 	}
 	bs := uint64(f.bs)
+	return f.dirBlocks(d, cookie/bs, func(lblk uint64, b []byte, p uint64) (bool, error) {
+		base, stop := lblk*bs, false
+		err := f.dirIter(b, p, d.in.Ino, func(off int, e DirEntry) bool {
+			pos := base + uint64(off)
+			if pos < cookie {
+				return true
+			}
+			e.Next = pos + uint64(recLen(le16(b, off+4), f.bs))
+			stop = !fn(e)
+			return !stop
+		})
+		return stop, err
+	})
+}
+
+// dirBlocks calls fn with each leaf block of d (checked) from logical
+// block first on, until fn says stop.
+func (f *FS) dirBlocks(d *dirHandle, first uint64, fn func(lblk uint64, b []byte, p uint64) (stop bool, err error)) error {
+	bs := uint64(f.bs)
 	nblk := (d.in.Size + bs - 1) / bs
-	stop := false
 	// Visit mapped blocks only: holes hold no entries, and a corrupt size
 	// must not make us step through billions of them.
-	for ri := 0; ri < len(d.runs) && !stop; ri++ {
-		r := d.runs[ri]
-		lo, hi := r.lblk, r.lblk+r.n
-		if c := cookie / bs; lo < c {
-			lo = c
-		}
-		if hi > nblk {
-			hi = nblk
-		}
-		for lblk := lo; lblk < hi && !stop; lblk++ {
-			if err := f.readDirBlock(d, lblk, cookie, fn, &stop); err != nil {
+	for _, r := range d.runs {
+		lo, hi := max(r.lblk, first), min(r.lblk+r.n, nblk)
+		for lblk := lo; lblk < hi; lblk++ {
+			b, p, err := f.dirBlock(d, lblk)
+			if err != nil {
+				return err
+			}
+			if b == nil || f.isDxNode(d.in, lblk, b) && lblk != 0 {
+				continue
+			}
+			if lblk != 0 || d.in.Flags&flagIndex == 0 {
+				if err := f.checkLeaf(d.in, b, p); err != nil {
+					return err
+				}
+			}
+			if stop, err := fn(lblk, b, p); stop || err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-func (f *FS) readDirBlock(d *dirHandle, lblk, cookie uint64, fn func(DirEntry) bool, stop *bool) error {
-	bs := uint64(f.bs)
-	b, p, err := f.dirBlock(d, lblk)
-	if err != nil {
-		return err
-	}
-	if b == nil || f.isDxNode(d.in, lblk, b) && lblk != 0 {
-		return nil
-	}
-	if lblk != 0 || d.in.Flags&flagIndex == 0 {
-		if err := f.checkLeaf(d.in, b, p); err != nil {
-			return err
-		}
-	}
-	base := lblk * bs
-	return f.dirIter(b, p, d.in.Ino, func(off int, e DirEntry) bool {
-		pos := base + uint64(off)
-		if pos < cookie {
-			return true
-		}
-		e.Next = pos + uint64(recLen(le16(b, off+4), f.bs))
-		if !fn(e) {
-			*stop = true
-			return false
-		}
-		return true
-	})
 }
 
 // readInlineDir serves an inline directory: cookie 0 is ".", 1 is "..",
@@ -279,24 +298,31 @@ func (f *FS) lookup(dir uint32, name string) (uint32, error) {
 		case err == nil && found:
 			return ino, nil
 		case err == nil:
-			return 0, fmt.Errorf("lookup %q in directory %d: %w", name, dir, ErrNotExist)
+			return 0, ErrNotExist // no message: every failed lookup (a create, a PATH search) makes one
 		case !errors.As(err, &ce):
 			return 0, err
 		}
 	}
 	var ino uint32
-	err = f.readDir(dir, 0, func(e DirEntry) bool {
-		if e.Name == name {
-			ino = e.Ino
-			return false
-		}
-		return true
-	})
+	if d.data != nil {
+		err = f.readInlineDir(d, 0, func(e DirEntry) bool {
+			if e.Name == name {
+				ino = e.Ino
+			}
+			return ino == 0
+		})
+	} else {
+		err = f.dirBlocks(d, 0, func(_ uint64, b []byte, p uint64) (bool, error) {
+			n, err := f.dirFind(b, p, d.in.Ino, name)
+			ino = n
+			return n != 0, err
+		})
+	}
 	if err != nil {
 		return 0, err
 	}
 	if ino == 0 {
-		return 0, fmt.Errorf("lookup %q in directory %d: %w", name, dir, ErrNotExist)
+		return 0, ErrNotExist
 	}
 	return ino, nil
 }
@@ -402,14 +428,8 @@ func (f *FS) htreeLookup(d *dirHandle, name string) (uint32, bool, error) {
 		if err := f.checkLeaf(in, b, p); err != nil {
 			return 0, false, err
 		}
-		var ino uint32
-		if err := f.dirIter(b, p, in.Ino, func(_ int, e DirEntry) bool {
-			if e.Name == name {
-				ino = e.Ino
-				return false
-			}
-			return true
-		}); err != nil {
+		ino, err := f.dirFind(b, p, in.Ino, name)
+		if err != nil {
 			return 0, false, err
 		}
 		if ino != 0 {

@@ -51,6 +51,52 @@ type FS struct {
 	overhead uint64              // metadata blocks, left out of statfs's f_blocks
 	revokes  int                 // revoke records seen in them
 	skipped  int                 // journalled copies not replayed because revoked
+	checked  checkedSet          // metadata whose checksum was verified once
+}
+
+// checkedSet remembers which inodes and directory leaf blocks passed
+// their checksum. This driver is the image's only writer while it is
+// mounted and keeps every checksum it writes, so each needs checking once,
+// not at every path walk. Safe for concurrent readers.
+type checkedSet struct {
+	mu     sync.Mutex
+	inodes map[uint32]uint32 // inode → generation
+	leaves map[uint64]uint64 // block → owning inode and generation
+}
+
+// inode reports whether inode ino of generation gen was checked.
+func (c *checkedSet) inode(ino, gen uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g, ok := c.inodes[ino]
+	return ok && g == gen
+}
+
+func (c *checkedSet) addInode(ino, gen uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inodes == nil {
+		c.inodes = map[uint32]uint32{}
+	}
+	c.inodes[ino] = gen
+}
+
+// leaf reports whether block blk was checked as a leaf of inode ino of
+// generation gen (the checksum's seed).
+func (c *checkedSet) leaf(blk uint64, ino, gen uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.leaves[blk]
+	return ok && o == uint64(ino)<<32|uint64(gen)
+}
+
+func (c *checkedSet) addLeaf(blk uint64, ino, gen uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leaves == nil {
+		c.leaves = map[uint64]uint64{}
+	}
+	c.leaves[blk] = uint64(ino)<<32 | uint64(gen)
 }
 
 type groupDesc struct {

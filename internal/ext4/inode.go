@@ -191,6 +191,9 @@ func (f *FS) inodeSeed(ino, gen uint32) uint32 {
 }
 
 func (f *FS) checkInode(in *Inode, raw []byte, extraSize int) error {
+	if f.checked.inode(in.Ino, in.Generation) {
+		return nil
+	}
 	c := f.inodeSeed(in.Ino, in.Generation)
 	var zero [2]byte
 	c = crc32c(c, raw[:0x7C])
@@ -214,5 +217,6 @@ func (f *FS) checkInode(in *Inode, raw []byte, extraSize int) error {
 	if c != stored {
 		return &ChecksumError{What: fmt.Sprintf("inode %d", in.Ino), Block: in.block, Want: stored, Got: c}
 	}
+	f.checked.addInode(in.Ino, in.Generation)
 	return nil
 }

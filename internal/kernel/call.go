@@ -134,8 +134,7 @@ func (k *Kernel) fdObject(tid, n int) (*fdObj, int64) {
 		return nil, -abi.EBADF
 	}
 	o := &fdObj{}
-	p := "/proc/" + strconv.Itoa(tid) + "/fd/" + strconv.Itoa(n)
-	if err := unix.Stat(p, &o.st); err != nil {
+	if err := k.statFd(tid, n, &o.st); err != nil {
 		if err == unix.ENOENT {
 			return nil, -abi.EBADF
 		}
@@ -163,6 +162,24 @@ func (k *Kernel) fdObject(tid, n int) (*fdObj, int64) {
 	}
 	o.host = true
 	return o, 0
+}
+
+// statFd stats the host object behind fd n of thread tid, through the
+// thread's /proc/<tid>/fd directory when the kernel knows the thread.
+func (k *Kernel) statFd(tid, n int, st *unix.Stat_t) error {
+	name := strconv.Itoa(n)
+	th := k.threads[tid]
+	if th == nil {
+		return unix.Stat("/proc/"+strconv.Itoa(tid)+"/fd/"+name, st)
+	}
+	if th.fdDir == 0 {
+		fd, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		th.fdDir = fd + 1
+	}
+	return unix.Fstatat(th.fdDir-1, name, st, 0)
 }
 
 // devNode looks up a /dev path in the guest's tree (nil if it is not

@@ -377,6 +377,7 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 		if th == nil {
 			return
 		}
+		th.closeFdDir()
 		if ev.OldTid != t.Tid {
 			delete(k.threads, ev.OldTid)
 			delete(th.Proc.threads, ev.OldTid)
@@ -386,6 +387,7 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 		p := th.Proc
 		for tid, o := range p.threads {
 			if o != th {
+				o.closeFdDir()
 				delete(k.threads, tid)
 				delete(p.threads, tid)
 			}
@@ -428,6 +430,7 @@ func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {
 		if th == nil {
 			return
 		}
+		th.closeFdDir()
 		delete(k.threads, th.Tid)
 		p := th.Proc
 		delete(p.threads, th.Tid)

@@ -60,13 +60,11 @@ func (c *call) sysOpen(dirfd int, pathAddr uint64, flags int, mode uint32) int64
 			if !ok {
 				return -abi.EROFS
 			}
-			if _, err := wd.Create(name, mode&0o7777&^c.p.FS.Umask, c.p.Cred.Fsuid, c.p.Cred.Fsgid); err != nil {
+			n, err := wd.Create(name, mode&0o7777&^c.p.FS.Umask, c.p.Cred.Fsuid, c.p.Cred.Fsgid)
+			if err != nil {
 				return errno(err)
 			}
-			c.k.vfs.Forget(dir, name)
-			if d, err = w.Lookup(path, false); err != nil {
-				return errno(err)
-			}
+			d = c.k.vfs.Created(dir, name, n)
 		default:
 			return errno(err)
 		}

@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"golang.org/x/sys/unix"
+
 	"os"
 	"strconv"
 	"strings"
@@ -54,6 +56,19 @@ type Thread struct {
 
 	pendingExe  string // set at an exec trap, applied at the exec event
 	pendingComm string
+
+	// fdDir is an O_PATH descriptor of the host's /proc/<Tid>/fd, plus
+	// one (0: none yet): fdObject stats the thread's fds through it,
+	// without walking /proc/<Tid> each time.
+	fdDir int
+}
+
+// closeFdDir drops the thread's /proc/<Tid>/fd descriptor (exit, exec).
+func (th *Thread) closeFdDir() {
+	if th.fdDir > 0 {
+		unix.Close(th.fdDir - 1)
+		th.fdDir = 0
+	}
 }
 
 // Pid returns the process's guest pid, read from the host the first time

@@ -218,6 +218,19 @@ func (v *VFS) child(c *Ctx, d *Dentry, name string) (*Dentry, error) {
 	return ch, nil
 }
 
+// Created records node n, just made as name in directory d, and returns
+// its dentry: the caller need not look the name up again.
+func (v *VFS) Created(d *Dentry, name string, n Node) *Dentry {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ch := &Dentry{Name: name, Node: n, Mount: d.Mount, parent: d}
+	if d.children == nil {
+		d.children = map[string]*Dentry{}
+	}
+	d.children[name] = ch
+	return ch
+}
+
 // Forget drops the cached child name of d (after the filesystem removed or
 // renamed it).
 func (v *VFS) Forget(d *Dentry, name string) {
