@@ -158,6 +158,44 @@ func (fl *File) readAt(in *Inode, runs []run, data []byte, p []byte, off int64) 
 	return fl.finish(p, int(want))
 }
 
+// Extent is a stretch of a file's data on the device: Len bytes at file
+// offset Off are stored at device offset Dev.
+type Extent struct{ Off, Dev, Len int64 }
+
+// Extents returns where the file's data lies on the device, in file
+// order and clipped to its size; holes and unwritten extents (which read
+// as zeros) are left out. ok is false when the data cannot be read
+// straight from the device (inline data, a journal replayed in memory):
+// then ReadAt must be used.
+func (fl *File) Extents() (ext []Extent, size int64, ok bool, err error) {
+	fl.fs.mu.RLock()
+	defer fl.fs.mu.RUnlock()
+	if err := fl.load(); err != nil {
+		return nil, 0, false, err
+	}
+	fl.mu.Lock()
+	in, runs, data := fl.in, fl.runs, fl.data
+	fl.mu.Unlock()
+	size = int64(in.Size)
+	if data != nil || in.Flags&flagInlineData != 0 || fl.fs.overlay != nil {
+		return nil, size, false, nil
+	}
+	bs := int64(fl.fs.bs)
+	for _, r := range runs {
+		off, n := int64(r.lblk)*bs, int64(r.n)*bs
+		if r.uninit || off >= size {
+			continue
+		}
+		n = min(n, size-off)
+		if l := len(ext); l > 0 && ext[l-1].Off+ext[l-1].Len == off && ext[l-1].Dev+ext[l-1].Len == int64(r.pblk)*bs {
+			ext[l-1].Len += n
+			continue
+		}
+		ext = append(ext, Extent{Off: off, Dev: int64(r.pblk) * bs, Len: n})
+	}
+	return ext, size, true, nil
+}
+
 func (fl *File) finish(p []byte, n int) (int, error) {
 	if n < len(p) {
 		return n, io.EOF

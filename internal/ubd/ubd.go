@@ -162,6 +162,10 @@ func openRaw(sp *Spec, logf func(string, ...any)) (Device, error) {
 	return &raw{f: f, size: (size + SectorSize - 1) &^ (SectorSize - 1), ro: ro, trim: !sp.NoTrim, locks: l}, nil
 }
 
+// HostFile is the image file itself: a raw device's byte n is the
+// file's byte n (a COW device has no such file).
+func (r *raw) HostFile() *os.File { return r.f }
+
 func (r *raw) Size() int64    { return r.size }
 func (r *raw) ReadOnly() bool { return r.ro }
 

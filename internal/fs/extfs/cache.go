@@ -165,7 +165,7 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 		return nil, err
 	}
 	np := &page{ino: ino, name: name, f: m, wd: -1, size: h.Size(), used: f.clock.Add(1)}
-	if err := np.fill(h); err != nil {
+	if err := f.fill(np, h); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -182,16 +182,69 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 	return np, nil
 }
 
-// fill copies the image file into the memfd, leaving zero chunks as
-// holes, and records the chunk sums. Runs of data chunks go in one write;
-// the size is set apart only when the file ends in zeros.
-func (p *page) fill(r io.ReaderAt) error {
-	n := (p.size + chunk - 1) / chunk
-	p.sums = make([]uint32, n)
+// hostFiler is a device whose bytes are a host file's (a raw ubd).
+type hostFiler interface{ HostFile() *os.File }
+
+// fill copies the image file into the memfd, leaving holes as holes. On
+// a raw device the extents go from the image file to the memfd inside
+// the host kernel (sendfile: one copy, no buffer); otherwise through the
+// driver, zero chunks left out. The chunk sums are computed when the
+// page is first written (ensureSums): most pages are only read.
+func (f *FS) fill(p *page, h *ext4.File) error {
 	if p.size == 0 {
 		return nil // a new or empty file: nothing to read, nothing to zero
 	}
-	buf := make([]byte, min(16*chunk, p.size))
+	if hf, ok := f.dev.(hostFiler); ok {
+		ext, _, direct, err := h.Extents()
+		if err != nil {
+			return err
+		}
+		if direct {
+			return p.fillDirect(hf.HostFile(), ext)
+		}
+	}
+	return p.fillRead(h)
+}
+
+// fillDirect copies extents of src into the memfd with sendfile.
+func (p *page) fillDirect(src *os.File, ext []ext4.Extent) error {
+	fd, in := int(p.f.Fd()), int(src.Fd())
+	end := int64(0)
+	for _, e := range ext {
+		if _, err := unix.Seek(fd, e.Off, io.SeekStart); err != nil {
+			return fmt.Errorf("%s: %w", p.f.Name(), err)
+		}
+		off, left := e.Dev, e.Len
+		for left > 0 {
+			n, err := unix.Sendfile(fd, in, &off, int(min(left, 1<<30)))
+			if err == unix.EINTR || err == unix.EAGAIN {
+				continue
+			}
+			if err == nil && n == 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil {
+				return fmt.Errorf("%s: copying %d bytes from %s at %d: %w", p.f.Name(), left, src.Name(), off, err)
+			}
+			left -= int64(n)
+		}
+		end = e.Off + e.Len
+	}
+	if end < p.size {
+		if err := p.f.Truncate(p.size); err != nil {
+			return fmt.Errorf("%s: %w", p.f.Name(), err)
+		}
+	}
+	return nil
+}
+
+// fillRead copies the file through the driver, leaving zero chunks as
+// holes. Runs of data chunks go in one write; the size is set apart only
+// when the file ends in zeros.
+func (p *page) fillRead(r io.ReaderAt) error {
+	bp := fillBufs.Get().(*[]byte)
+	defer fillBufs.Put(bp)
+	buf := *bp
 	end := int64(0) // the memfd's size so far
 	for off := int64(0); off < p.size; off += int64(len(buf)) {
 		b := buf
@@ -214,18 +267,11 @@ func (p *page) fill(r io.ReaderAt) error {
 			return nil
 		}
 		for c := 0; c < len(b); c += chunk {
-			e := min(c+chunk, len(b))
-			part := b[c:e]
-			i := (off + int64(c)) / chunk
-			if isZero(part) {
-				p.sums[i] = zeroSum
+			if isZero(b[c:min(c+chunk, len(b))]) {
 				if err := flush(c); err != nil {
 					return err
 				}
-				continue
-			}
-			p.sums[i] = sumOf(part)
-			if run < 0 {
+			} else if run < 0 {
 				run = c
 			}
 		}
@@ -241,10 +287,43 @@ func (p *page) fill(r io.ReaderAt) error {
 	return nil
 }
 
+// fillBufs are fillRead's buffers (16 chunks), reused.
+var fillBufs = sync.Pool{New: func() any { b := make([]byte, 16*chunk); return &b }}
+
+// ensureSums computes the chunk sums from the memfd, which until the
+// page's first write holds what the image holds (p.mu held).
+func (p *page) ensureSums() error {
+	if p.sums != nil {
+		return nil
+	}
+	sums := make([]uint32, (p.size+chunk-1)/chunk)
+	bp := fillBufs.Get().(*[]byte)
+	defer fillBufs.Put(bp)
+	buf := (*bp)[:chunk]
+	fd := int(p.f.Fd())
+	for i := range sums {
+		off := int64(i) * chunk
+		n := min(int64(chunk), p.size-off)
+		if next, err := unix.Seek(fd, off, unix.SEEK_DATA); errors.Is(err, syscall.ENXIO) || (err == nil && next >= off+n) {
+			sums[i] = zeroSum // a hole: zeros
+			continue
+		}
+		if _, err := unix.Pread(fd, buf[:n], off); err != nil {
+			return fmt.Errorf("%s: read at %d: %w", p.f.Name(), off, err)
+		}
+		sums[i] = sumOf(buf[:n])
+	}
+	p.sums = sums
+	return nil
+}
+
 // markWritten records an open for writing or a truncate (p.mu held):
 // from now on stat and write-back look at the memfd.
 func (p *page) markWritten() error {
 	if err := p.identify(); err != nil {
+		return err
+	}
+	if err := p.ensureSums(); err != nil {
 		return err
 	}
 	p.written, p.writable = true, true

@@ -26,15 +26,16 @@ const (
 	maxPagesCap     = 16384
 )
 
-// bounds returns the page cache's bounds: Options', or a quarter of the
-// engine's open-file limit (at most maxPagesCap) and defaultMaxBytes.
+// bounds returns the page cache's bounds: Options', or three quarters of
+// the engine's open-file limit (at most maxPagesCap; the engine's other
+// descriptors are few) and defaultMaxBytes.
 func (o *Options) bounds() (pages int, bytes int64) {
 	pages, bytes = o.MaxPages, o.MaxBytes
 	if pages <= 0 {
 		pages = maxPagesCap
 		var rl unix.Rlimit
-		if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && rl.Cur/4 < uint64(pages) {
-			pages = max(int(rl.Cur/4), 64)
+		if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && rl.Cur/4*3 < uint64(pages) {
+			pages = max(int(rl.Cur/4*3), 64)
 		}
 	}
 	if bytes <= 0 {

@@ -40,8 +40,8 @@ type Options struct {
 	// tell. An unlinked file that was open is freed once it is not in
 	// the set; nil Held keeps such files until unmount.
 	Held func() map[uint64]bool
-	// MaxPages and MaxBytes bound the page cache (evict.go); 0 takes a
-	// quarter of the open-file limit and 512 MiB.
+	// MaxPages and MaxBytes bound the page cache (evict.go); 0 takes
+	// three quarters of the open-file limit and 512 MiB.
 	MaxPages int
 	MaxBytes int64
 	// Dropped is told the host inode number of each memfd the cache
