@@ -134,7 +134,13 @@ func (c *call) sysOpen(dirfd int, pathAddr uint64, flags int, mode uint32) int64
 		if err != nil {
 			return errno(err)
 		}
-		return c.install(f, d, cloexec)
+		r := c.install(f, d, cloexec)
+		if pd := d.Parent(); pd != nil && pd.Mount == d.Mount && acc == syscall.O_RDONLY {
+			if ra, ok := pd.Node.(vfs.Readaheader); ok {
+				ra.Readahead(d.Name) // the guest runs already
+			}
+		}
+		return r
 	case syscall.S_IFIFO:
 		if r := c.permit(&a, accessWant(acc)); r < 0 {
 			return r

@@ -93,6 +93,13 @@ type OpenNode interface {
 	Open(c *Ctx, flags int) (*os.File, error)
 }
 
+// Readaheader is a directory that can fill caches ahead of a reader:
+// Readahead is told that its regular file name was just opened for
+// reading, and may prepare the files that follow it.
+type Readaheader interface {
+	Readahead(name string)
+}
+
 // WritableDir is a directory that can be changed. A read-only mount
 // refuses these with EROFS before they are called.
 type WritableDir interface {

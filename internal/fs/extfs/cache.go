@@ -142,10 +142,7 @@ func (f *FS) openPage(ino uint32, flags int) (*os.File, error) {
 // With trunc (a first open with O_TRUNC) the image file is truncated
 // instead of read.
 func (f *FS) page(ino uint32, trunc bool) (*page, error) {
-	f.mu.Lock()
-	p := f.cache[ino]
-	f.mu.Unlock()
-	if p != nil {
+	if p := f.cached(ino); p != nil {
 		return p, nil
 	}
 	drv := f.fs()
@@ -155,31 +152,56 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 		}
 		f.changed()
 	}
-	h, err := drv.Open(ino)
+	np, _, err := f.newPage(ino)
 	if err != nil {
 		return nil, err
+	}
+	if p := f.insert(np, nil); p != np {
+		return p, nil
+	}
+	f.evict()
+	return np, nil
+}
+
+// newPage makes ino's page, filled, not yet in the cache; in is the
+// inode it was filled from.
+func (f *FS) newPage(ino uint32) (*page, *ext4.Inode, error) {
+	h, err := f.fs().Open(ino)
+	if err != nil {
+		return nil, nil, err
 	}
 	name := "ext4:" + strconv.FormatUint(uint64(ino), 10)
 	m, err := memfd.New(name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	np := &page{ino: ino, name: name, f: m, wd: -1, size: h.Size(), used: f.clock.Add(1)}
+	in := h.Inode()
+	np := &page{ino: ino, name: name, f: m, wd: -1, size: int64(in.Size), used: f.clock.Add(1)}
 	if err := f.fill(np, h); err != nil {
 		m.Close()
-		return nil, err
+		return nil, nil, err
 	}
+	return np, in, nil
+}
+
+// insert puts np in the cache and returns it, unless the cache has a
+// page for its inode already (returned instead) or valid (called under
+// f.mu) says np is stale (nil returned); np is closed when not used.
+func (f *FS) insert(np *page, valid func() bool) *page {
 	f.mu.Lock()
-	if p := f.cache[ino]; p != nil {
-		f.mu.Unlock()
-		m.Close()
-		return p, nil
+	defer f.mu.Unlock()
+	p := f.cache[np.ino]
+	if p == nil && valid != nil && !valid() {
+		np.f.Close()
+		return nil
 	}
-	f.cache[ino] = np
+	if p != nil {
+		np.f.Close()
+		return p
+	}
+	f.cache[np.ino] = np
 	f.bytes.Add(np.size)
-	f.mu.Unlock()
-	f.evict()
-	return np, nil
+	return np
 }
 
 // hostFiler is a device whose bytes are a host file's (a raw ubd).

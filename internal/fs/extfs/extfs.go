@@ -72,6 +72,7 @@ type FS struct {
 	// the cache's bounds (Options.bounds)
 	maxPages int
 	maxBytes int64
+	ra       readahead  // readahead.go
 	evictMu  sync.Mutex // one eviction pass at a time; guards stuck
 	stuck    int        // opens before the next try, after a pass that fell short
 	bufs     sync.Pool  // write-back's chunk buffers, reused
