@@ -266,10 +266,17 @@ func benchTable(t *testing.T, title string, names []string, c benchCols, nativeM
 	for i, name := range names {
 		nat, cs := "n/a", "n/a"
 		var res []string
+		// Rows indented under another ("  of which …") show where its
+		// time goes; the targets are the whole row's.
+		part := strings.HasPrefix(name, "  ")
 		if c.ck != nil {
 			cs = fmt.Sprintf("%.2f s", c.ck[i])
 			x := c.ck[i] / c.ours[i]
-			res = append(res, fmt.Sprintf("%.1fx faster than C (target >= %gx) %s", x, cMin, verdict(x >= cMin)))
+			if part {
+				res = append(res, fmt.Sprintf("%.1fx faster than C", x))
+			} else {
+				res = append(res, fmt.Sprintf("%.1fx faster than C (target >= %gx) %s", x, cMin, verdict(x >= cMin)))
+			}
 		} else {
 			res = append(res, "C kernel n/a: "+c.noKern)
 		}
@@ -277,7 +284,7 @@ func benchTable(t *testing.T, title string, names []string, c benchCols, nativeM
 			nat = fmt.Sprintf("%.2f s", c.native[i])
 			x := c.ours[i] / c.native[i]
 			r := fmt.Sprintf("%.2fx native", x)
-			if nativeMax > 0 {
+			if nativeMax > 0 && !part {
 				r += fmt.Sprintf(" (target <= %gx) %s", nativeMax, verdict(x <= nativeMax))
 			}
 			res = append(res, r)

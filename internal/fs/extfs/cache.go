@@ -505,8 +505,9 @@ func (p *page) setMtime(t time.Time) error {
 	}
 	clean := !p.written && st.Size == p.size && st.Mtim == p.mtime
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Sec: t.Unix(), Nsec: int64(t.Nanosecond())}}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, memfd.ProcPath(p.f), ts, 0); err != nil {
-		return fmt.Errorf("%s: setting mtime: %w", p.f.Name(), err)
+	// utimensat(fd, NULL, …): the memfd itself, no walk of /proc/self/fd.
+	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+		return fmt.Errorf("%s: setting mtime: %w", p.f.Name(), e)
 	}
 	if clean && unix.Fstat(fd, &st) == nil {
 		p.mtime = st.Mtim
