@@ -141,6 +141,9 @@ func (f *FS) fillPage(ino uint32, g uint64) (int64, error) {
 	if f.cached(ino) != nil {
 		return 0, nil
 	}
+	if in, err := f.fs().Inode(ino); err != nil || in.Size > raBytes {
+		return 0, err // a big file is read when it is opened, not ahead
+	}
 	np, in, err := f.newPage(ino)
 	if err != nil {
 		return 0, err

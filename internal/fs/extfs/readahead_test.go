@@ -71,6 +71,27 @@ func TestReadahead(t *testing.T) {
 			t.Errorf("f%02d filled ahead reads %d bytes (%v), want %d", i, len(b), err, len(content(i)))
 		}
 	}
+	// A file bigger than a readahead batch is left for its own open.
+	big := create(t, fs, "big")
+	w := openFile(t, big, syscall.O_WRONLY)
+	if _, err := w.Write(make([]byte, raBytes+1)); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := fs.SyncFile(big.ino, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range fs.pages() {
+		if p.ino == big.ino {
+			p.mu.Lock()
+			p.evicted = true
+			p.mu.Unlock()
+			fs.drop(p)
+		}
+	}
+	if n, _ := fs.fillPage(big.ino, fs.gen.Load()); n != 0 || fs.cached(big.ino) != nil {
+		t.Errorf("a %d-byte file was filled ahead", raBytes+1)
+	}
 	// A page filled ahead from an inode freed meanwhile is not cached,
 	// even when the generation it started at is current (the inode is
 	// checked itself).
