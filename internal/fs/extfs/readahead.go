@@ -78,7 +78,16 @@ func (d *dir) Readahead(name string) {
 	}
 	ra.busy = true
 	ra.mu.Unlock()
+	f.mu.Lock() // Close sets closed under f.mu, then waits for f.done
+	if f.closed {
+		f.mu.Unlock()
+		ra.mu.Lock()
+		ra.busy = false
+		ra.mu.Unlock()
+		return
+	}
 	f.done.Add(1)
+	f.mu.Unlock()
 	go f.fillAhead(todo, g)
 }
 
