@@ -357,13 +357,7 @@ func TestPtsOneWay(t *testing.T) {
 // TestCloseEndpoints: no fd or goroutine-held resource left after Close,
 // for every kind of endpoint.
 func TestCloseEndpoints(t *testing.T) {
-	needPty(t)
-	hm, hs, hpath, err := openPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(hm)
-	defer unix.Close(hs)
+	_, _, hpath := hostPty(t)
 	specs := []string{"pts", "null,pts", "pts,null", "port:0", "tty:" + hpath, "pts,port:0", "tty:" + hpath + ",pts"}
 	open := func(spec string) *Console {
 		in, out, _, err := cmdline.ParseChannelPair(spec)

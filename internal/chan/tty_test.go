@@ -8,16 +8,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestTTY uses a pty pair made by the test as the host terminal <dev>:
-// raw mode while running, data both ways, window size, exact restore.
-func TestTTY(t *testing.T) {
+// hostPty is a pty pair standing for a host terminal (tty:<path>),
+// closed when the test ends: the user's side, the device's fd and path.
+func hostPty(t *testing.T) (master, slave int, path string) {
+	t.Helper()
 	needPty(t)
-	hm, hs, hpath, err := openPty() // hm: the user's side; hpath: the device
+	m, s, p, err := openPty()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(hm)
-	defer unix.Close(hs)
+	t.Cleanup(func() {
+		unix.Close(m)
+		unix.Close(s)
+	})
+	return m, s, p
+}
+
+// TestTTY uses a pty pair made by the test as the host terminal <dev>:
+// raw mode while running, data both ways, window size, exact restore.
+func TestTTY(t *testing.T) {
+	hm, hs, hpath := hostPty(t) // hm: the user's side; hpath: the device
 	if err := unix.IoctlSetWinsize(hs, unix.TIOCSWINSZ, &unix.Winsize{Row: 41, Col: 101}); err != nil {
 		t.Fatal(err)
 	}
@@ -74,13 +84,7 @@ func TestTTY(t *testing.T) {
 // TestTTYOneWay: tty:<dev> as output only (input from null), then as input
 // only.
 func TestTTYOneWay(t *testing.T) {
-	needPty(t)
-	hm, hs, hpath, err := openPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(hm)
-	defer unix.Close(hs)
+	hm, hs, hpath := hostPty(t)
 	c := openChans(t, "null", "tty:"+hpath, "ssl1", t.Logf)
 	if _, err := unix.Write(hm, []byte("typed\r")); err != nil {
 		t.Fatal(err)

@@ -79,11 +79,7 @@ func TestXterm(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var b []byte
-	waitFor(t, "the emulator's arguments", func() bool {
-		b, err = os.ReadFile(args)
-		return err == nil
-	})
+	b := emulatorArgs(t, args)
 	got := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
 	want := []string{"-T", "Serial Line #2 (vm7)", "-e", "/bin/sh", "-c", xtermBridge, "sh", c.UserPath()}
 	if strings.Join(got, "|") != strings.Join(want, "|") || c.UserPath() == "" {
@@ -158,11 +154,7 @@ func TestXtermSwitches(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var b []byte
-	waitFor(t, "the emulator's arguments", func() bool {
-		b, err = os.ReadFile(args)
-		return err == nil
-	})
+	b := emulatorArgs(t, args)
 	if got := strings.Split(string(b), "\x00"); len(got) < 4 || got[0] != "-t" || got[1] != "Virtual Console #3" || got[2] != "-x" || got[3] != "/bin/sh" {
 		t.Errorf("emulator arguments %q", got)
 	}
@@ -180,4 +172,17 @@ func TestXtermSwitches(t *testing.T) {
 			c2.Close()
 		}
 	}
+}
+
+// emulatorArgs waits for the fake emulator to write its arguments to
+// path and returns them (NUL-separated).
+func emulatorArgs(t *testing.T, path string) []byte {
+	t.Helper()
+	var b []byte
+	waitFor(t, "the emulator's arguments", func() bool {
+		var err error
+		b, err = os.ReadFile(path)
+		return err == nil
+	})
+	return b
 }

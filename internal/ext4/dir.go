@@ -90,14 +90,15 @@ func (f *FS) checkLeaf(in *Inode, b []byte, blk uint64) error {
 	if le32(b, t) != 0 || le16(b, t+4) != 12 || b[t+6] != 0 || b[t+7] != 0xDE {
 		return corrupt(blk, "directory %d: leaf block without checksum tail (run e2fsck -fD)", in.Ino)
 	}
-	if f.checked.leaf(blk, in.Ino, in.Generation) {
+	who := uint64(in.Ino)<<32 | uint64(in.Generation)
+	if f.checked.has(leafKey(blk), who) {
 		return nil
 	}
 	got := crc32c(f.inodeSeed(in.Ino, in.Generation), b[:t])
 	if want := le32(b, t+8); got != want {
 		return &ChecksumError{What: fmt.Sprintf("directory %d block", in.Ino), Block: blk, Want: want, Got: got}
 	}
-	f.checked.addLeaf(blk, in.Ino, in.Generation)
+	f.checked.add(leafKey(blk), who)
 	return nil
 }
 

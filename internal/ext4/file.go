@@ -167,18 +167,18 @@ type Extent struct{ Off, Dev, Len int64 }
 // as zeros) are left out. ok is false when the data cannot be read
 // straight from the device (inline data, a journal replayed in memory):
 // then ReadAt must be used.
-func (fl *File) Extents() (ext []Extent, size int64, ok bool, err error) {
+func (fl *File) Extents() (ext []Extent, ok bool, err error) {
 	fl.fs.mu.RLock()
 	defer fl.fs.mu.RUnlock()
 	if err := fl.load(); err != nil {
-		return nil, 0, false, err
+		return nil, false, err
 	}
 	fl.mu.Lock()
 	in, runs, data := fl.in, fl.runs, fl.data
 	fl.mu.Unlock()
-	size = int64(in.Size)
+	size := int64(in.Size)
 	if data != nil || in.Flags&flagInlineData != 0 || fl.fs.overlay != nil {
-		return nil, size, false, nil
+		return nil, false, nil
 	}
 	bs := int64(fl.fs.bs)
 	for _, r := range runs {
@@ -193,7 +193,7 @@ func (fl *File) Extents() (ext []Extent, size int64, ok bool, err error) {
 		}
 		ext = append(ext, Extent{Off: off, Dev: int64(r.pblk) * bs, Len: n})
 	}
-	return ext, size, true, nil
+	return ext, true, nil
 }
 
 func (fl *File) finish(p []byte, n int) (int, error) {

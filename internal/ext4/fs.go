@@ -59,44 +59,30 @@ type FS struct {
 // mounted and keeps every checksum it writes, so each needs checking once,
 // not at every path walk. Safe for concurrent readers.
 type checkedSet struct {
-	mu     sync.Mutex
-	inodes map[uint32]uint32 // inode → generation
-	leaves map[uint64]uint64 // block → owning inode and generation
+	mu   sync.Mutex
+	seen map[uint64]uint64 // inodeKey or leafKey → the identity it passed with
 }
 
-// inode reports whether inode ino of generation gen was checked.
-func (c *checkedSet) inode(ino, gen uint32) bool {
+// inodeKey and leafKey keep inode numbers and block numbers apart.
+func inodeKey(ino uint32) uint64 { return uint64(ino)<<1 | 1 }
+func leafKey(blk uint64) uint64  { return blk << 1 }
+
+// has reports whether key passed its check as who (an inode's
+// generation; a leaf's owning inode and generation, its checksum seed).
+func (c *checkedSet) has(key, who uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	g, ok := c.inodes[ino]
-	return ok && g == gen
+	w, ok := c.seen[key]
+	return ok && w == who
 }
 
-func (c *checkedSet) addInode(ino, gen uint32) {
+func (c *checkedSet) add(key, who uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.inodes == nil {
-		c.inodes = map[uint32]uint32{}
+	if c.seen == nil {
+		c.seen = map[uint64]uint64{}
 	}
-	c.inodes[ino] = gen
-}
-
-// leaf reports whether block blk was checked as a leaf of inode ino of
-// generation gen (the checksum's seed).
-func (c *checkedSet) leaf(blk uint64, ino, gen uint32) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	o, ok := c.leaves[blk]
-	return ok && o == uint64(ino)<<32|uint64(gen)
-}
-
-func (c *checkedSet) addLeaf(blk uint64, ino, gen uint32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.leaves == nil {
-		c.leaves = map[uint64]uint64{}
-	}
-	c.leaves[blk] = uint64(ino)<<32 | uint64(gen)
+	c.seen[key] = who
 }
 
 type groupDesc struct {

@@ -191,7 +191,7 @@ func (f *FS) inodeSeed(ino, gen uint32) uint32 {
 }
 
 func (f *FS) checkInode(in *Inode, raw []byte, extraSize int) error {
-	if f.checked.inode(in.Ino, in.Generation) {
+	if f.checked.has(inodeKey(in.Ino), uint64(in.Generation)) {
 		return nil
 	}
 	c := f.inodeSeed(in.Ino, in.Generation)
@@ -217,6 +217,6 @@ func (f *FS) checkInode(in *Inode, raw []byte, extraSize int) error {
 	if c != stored {
 		return &ChecksumError{What: fmt.Sprintf("inode %d", in.Ino), Block: in.block, Want: stored, Got: c}
 	}
-	f.checked.addInode(in.Ino, in.Generation)
+	f.checked.add(inodeKey(in.Ino), uint64(in.Generation))
 	return nil
 }

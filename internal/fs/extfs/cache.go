@@ -217,7 +217,7 @@ func (f *FS) fill(p *page, h *ext4.File) error {
 		return nil // a new or empty file: nothing to read, nothing to zero
 	}
 	if hf, ok := f.dev.(hostFiler); ok {
-		ext, _, direct, err := h.Extents()
+		ext, direct, err := h.Extents()
 		if err != nil {
 			return err
 		}
@@ -309,6 +309,12 @@ func (p *page) fillRead(r io.ReaderAt) error {
 	return nil
 }
 
+// hole reports whether memfd fd holds no data in [off, off+n).
+func hole(fd int, off, n int64) bool {
+	next, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	return errors.Is(err, syscall.ENXIO) || (err == nil && next >= off+n)
+}
+
 // fillBufs are fillRead's buffers (16 chunks), reused.
 var fillBufs = sync.Pool{New: func() any { b := make([]byte, 16*chunk); return &b }}
 
@@ -326,8 +332,8 @@ func (p *page) ensureSums() error {
 	for i := range sums {
 		off := int64(i) * chunk
 		n := min(int64(chunk), p.size-off)
-		if next, err := unix.Seek(fd, off, unix.SEEK_DATA); errors.Is(err, syscall.ENXIO) || (err == nil && next >= off+n) {
-			sums[i] = zeroSum // a hole: zeros
+		if hole(fd, off, n) {
+			sums[i] = zeroSum // zeros
 			continue
 		}
 		if _, err := unix.Pread(fd, buf[:n], off); err != nil {
@@ -454,12 +460,8 @@ func (f *FS) writeback(p *page, all bool) error {
 	for off := int64(0); off < st.Size; off += chunk {
 		i := off / chunk
 		n := min(int64(chunk), st.Size-off)
-		if p.sums[i] == zeroSum && i != force {
-			// A hole of the memfd where the image holds zeros.
-			next, err := unix.Seek(fd, off, unix.SEEK_DATA)
-			if errors.Is(err, syscall.ENXIO) || (err == nil && next >= off+n) {
-				continue
-			}
+		if p.sums[i] == zeroSum && i != force && hole(fd, off, n) {
+			continue // a hole of the memfd where the image holds zeros
 		}
 		b := buf[:n]
 		if _, err := unix.Pread(fd, b, off); err != nil {

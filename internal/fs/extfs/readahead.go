@@ -2,6 +2,7 @@ package extfs
 
 import (
 	"sync"
+	"syscall"
 
 	"github.com/umltools/umltools/internal/ext4"
 )
@@ -95,7 +96,7 @@ func (d *dir) Readahead(name string) {
 func (ra *readahead) list(f *FS, dir uint32, g uint64) bool {
 	var ents []ext4.DirEntry
 	err := f.fs().ReadDir(dir, 0, func(e ext4.DirEntry) bool {
-		if e.Type == dtReg {
+		if e.Type == syscall.DT_REG {
 			ents = append(ents, e)
 		}
 		return true
@@ -110,9 +111,6 @@ func (ra *readahead) list(f *FS, dir uint32, g uint64) bool {
 	}
 	return true
 }
-
-// dtReg is DT_REG.
-const dtReg = 8
 
 // fillAhead fills the pages of inos while the filesystem stays at
 // generation g and the cache within its bounds.
