@@ -61,7 +61,7 @@ type FS struct {
 	cache   map[uint32]*page // page cache by inode
 	wd      map[int32]*page  // inotify watch → page
 	ino     int              // inotify fd (-1 when none)
-	inoFile *os.File         // the same, in Go's poller
+	inoWake int              // eventfd that ends the watch loop (-1 when none)
 
 	dirty atomic.Bool   // metadata changed since the last driver Sync
 	gen   atomic.Uint64 // bumped by every change: nodes reload their inode
@@ -90,7 +90,7 @@ func New(f *ext4.FS) *FS {
 // newFS is an FS with its maps and buffer pool, no driver and no
 // goroutines yet.
 func newFS(dev ext4.Device, size int64, o Options) *FS {
-	f := &FS{dev: dev, size: size, opts: o, cache: map[uint32]*page{}, wd: map[int32]*page{}, ino: -1}
+	f := &FS{dev: dev, size: size, opts: o, cache: map[uint32]*page{}, wd: map[int32]*page{}, ino: -1, inoWake: -1}
 	f.maxPages, f.maxBytes = o.bounds()
 	f.bufs.New = func() any { b := make([]byte, chunk); return &b }
 	return f

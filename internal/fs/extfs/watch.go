@@ -1,9 +1,6 @@
 package extfs
 
 import (
-	"errors"
-	"os"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -31,22 +28,27 @@ func (f *FS) startWatch() error {
 	if err != nil {
 		return err
 	}
-	// A non-blocking descriptor in an os.File waits in Go's poller: no
-	// thread sleeps in a system call for it, and Close wakes the reader.
-	f.ino, f.inoFile = fd, os.NewFile(uintptr(fd), "inotify")
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	f.ino, f.inoWake = fd, wake
 	f.done.Add(1)
-	go f.watchLoop(f.inoFile)
+	go f.watchLoop(fd, wake)
 	return nil
 }
 
-// stopWatch ends the watch loop (Close, Abandon).
+// stopWatch ends the watch loop (Close, Abandon), which closes the
+// inotify fd.
 func (f *FS) stopWatch() {
 	f.mu.Lock()
-	file := f.inoFile
-	f.ino, f.inoFile = -1, nil
+	wake := f.inoWake
+	f.ino, f.inoWake = -1, -1
 	f.mu.Unlock()
-	if file != nil {
-		file.Close()
+	if wake >= 0 {
+		var one = [8]byte{1}
+		unix.Write(wake, one[:])
 	}
 }
 
@@ -90,36 +92,50 @@ func (f *FS) unwatch(p *page) {
 // in that time is written back once.
 const closeBatch = 20 * time.Millisecond
 
-func (f *FS) watchLoop(file *os.File) {
+// watchLoop writes back pages whose last writer closed, and wakes the
+// reaper for orphans. The inotify fd is not in Go's poller: the loop waits in poll(2) for it
+// (or its eventfd, which stopWatch writes) only when it wants events, and
+// while it lets them gather nobody sleeps on the fd, so a close wakes no
+// thread (in the poller, every close woke the poller's thread).
+func (f *FS) watchLoop(ino, wake int) {
 	defer f.done.Done()
+	defer unix.Close(wake)
+	defer unix.Close(ino)
 	buf := make([]byte, 4096*unix.SizeofInotifyEvent) // watches on files: no names
 	closed := map[*page]bool{}
+	pfd := []unix.PollFd{{Fd: int32(ino), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
 	for {
-		n, err := file.Read(buf)
-		if err != nil {
-			if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN) {
-				continue
-			}
-			return // closed by stopWatch
+		if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
+			f.opts.Logf("extfs: close notifications: %v", err)
+			return
+		}
+		if pfd[1].Revents != 0 {
+			return // stopWatch
 		}
 		overflow, orphans := false, false
-		for off := 0; off+unix.SizeofInotifyEvent <= n; {
-			e := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
-			off += unix.SizeofInotifyEvent + int(e.Len)
-			if e.Mask&unix.IN_Q_OVERFLOW != 0 {
-				overflow = true
-				continue
+		for {
+			n, err := unix.Read(ino, buf)
+			if err != nil || n <= 0 {
+				break // EAGAIN: drained
 			}
-			f.mu.Lock()
-			p := f.wd[e.Wd]
-			f.mu.Unlock()
-			if p == nil {
-				continue
+			for off := 0; off+unix.SizeofInotifyEvent <= n; {
+				e := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+				off += unix.SizeofInotifyEvent + int(e.Len)
+				if e.Mask&unix.IN_Q_OVERFLOW != 0 {
+					overflow = true
+					continue
+				}
+				f.mu.Lock()
+				p := f.wd[e.Wd]
+				f.mu.Unlock()
+				if p == nil {
+					continue
+				}
+				if e.Mask&unix.IN_CLOSE_WRITE != 0 {
+					closed[p] = true
+				}
+				orphans = orphans || p.isOrphan()
 			}
-			if e.Mask&unix.IN_CLOSE_WRITE != 0 {
-				closed[p] = true
-			}
-			orphans = orphans || p.isOrphan()
 		}
 		if overflow {
 			// Closes were lost: write back every page that may
