@@ -1,0 +1,175 @@
+package netdev
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/cmdline"
+	"github.com/umltools/umltools/internal/switchd"
+	"github.com/umltools/umltools/internal/tuntap"
+)
+
+// Frames is a transport: a host channel that carries whole Ethernet
+// frames (no preamble, no FCS), one per read or write. ReadFrame may
+// block; Close makes a blocked ReadFrame return.
+type Frames interface {
+	ReadFrame(b []byte) (int, error)
+	WriteFrame(b []byte) error
+	Close() error
+}
+
+// Open opens the transport of device e, as the C kernel does when the
+// device is created. It returns the transport and the C kernel's text
+// for the boot banner (after "Netdevice N (mac) : "); mac is the device's
+// address (a multicast transport drops its own frames, which the host
+// loops back). Its errors carry
+// the C kernel's message where it has one.
+func Open(e *cmdline.Eth, mac net.HardwareAddr) (Frames, string, error) {
+	switch e.Transport {
+	case "daemon":
+		c, err := switchd.Dial(e.Ctl)
+		if err != nil {
+			var errno syscall.Errno
+			if errors.As(err, &errno) {
+				return nil, "", fmt.Errorf("daemon_open : control connect failed, errno = %d: %w", int(errno), err)
+			}
+			return nil, "", fmt.Errorf("daemon_open : %w", err)
+		}
+		return c, "daemon backend (uml_switch version 3) - " + e.SockType + ":" + e.Ctl, nil
+	case "mcast":
+		f, err := openUDP(e)
+		if err != nil {
+			return nil, "", fmt.Errorf("mcast_open : %w", err)
+		}
+		f.self = mac
+		return f, "mcast backend multicast address: " + e.Addr + ":" + strconv.Itoa(e.Port) + ", TTL:" + strconv.Itoa(e.TTL), nil
+	case "ucast":
+		f, err := openUDP(e)
+		if err != nil {
+			return nil, "", fmt.Errorf("ucast_open : %w", err)
+		}
+		return f, "ucast backend address: " + e.Addr + ":" + strconv.Itoa(e.RPort) + " listen port: " + strconv.Itoa(e.Port), nil
+	case "tuntap":
+		if e.Dev == "" {
+			return nil, "", errors.New("tuntap: a tap made by uml_net (no device given) is not implemented yet; give an existing tap: eth0=tuntap,tap0")
+		}
+		f, _, err := tuntap.Open("", e.Dev)
+		if err != nil {
+			return nil, "", fmt.Errorf("tuntap_open : %w", err)
+		}
+		banner := "TUN/TAP backend - "
+		if e.Gate != "" {
+			banner += "IP = " + e.Gate
+		}
+		return &tapFrames{f: f}, banner, nil
+	}
+	return nil, "", fmt.Errorf("the %s transport is not implemented in this version of the engine", e.Transport)
+}
+
+// tapFrames is a host tap opened with IFF_TAP|IFF_NO_PI: each read or
+// write is one frame.
+type tapFrames struct{ f *os.File }
+
+func (t *tapFrames) ReadFrame(b []byte) (int, error) { return t.f.Read(b) }
+func (t *tapFrames) WriteFrame(b []byte) error       { _, err := t.f.Write(b); return err }
+func (t *tapFrames) Close() error                    { return t.f.Close() }
+
+// udpFrames carries frames as UDP datagrams: mcast (to and from a group,
+// with multicast loopback on, so that machines on one host hear each
+// other) and ucast (to one remote address).
+type udpFrames struct {
+	c    *net.UDPConn
+	to   *net.UDPAddr
+	self net.HardwareAddr // mcast: our own frames come back, and are dropped
+}
+
+func openUDP(e *cmdline.Eth) (*udpFrames, error) {
+	ip := net.ParseIP(e.Addr)
+	if ip == nil {
+		addrs, err := net.LookupIP(e.Addr)
+		if err != nil || len(addrs) == 0 {
+			return nil, fmt.Errorf("bad address %q: %v", e.Addr, err)
+		}
+		ip = addrs[0]
+	}
+	u := &udpFrames{to: &net.UDPAddr{IP: ip, Port: e.RPort}}
+	if e.Unicast {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: e.Port})
+		if err != nil {
+			return nil, err
+		}
+		u.c = c
+		return u, nil
+	}
+	// Several machines on one host share the group's port: SO_REUSEADDR
+	// before the bind, as the C transport does.
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		})
+		return serr
+	}}
+	pc, err := lc.ListenPacket(nil, "udp4", ":"+strconv.Itoa(e.Port))
+	if err != nil {
+		return nil, err
+	}
+	c := pc.(*net.UDPConn)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	ip4 := ip.To4()
+	if ip4 == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s: not an IPv4 multicast address", e.Addr)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) {
+		mreq := &unix.IPMreq{Multiaddr: [4]byte(ip4)}
+		if serr = unix.SetsockoptIPMreq(int(fd), unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); serr != nil {
+			serr = fmt.Errorf("IP_ADD_MEMBERSHIP %s: %w", e.Addr, serr)
+			return
+		}
+		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, e.TTL); serr != nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 1)
+	})
+	if serr != nil {
+		c.Close()
+		return nil, serr
+	}
+	u.c = c
+	return u, nil
+}
+
+func (u *udpFrames) ReadFrame(b []byte) (int, error) {
+	for {
+		n, _, err := u.c.ReadFromUDP(b)
+		if err != nil {
+			return 0, err
+		}
+		// Multicast loopback returns our own frames: a NIC never
+		// receives what it sent.
+		if u.self != nil && n >= 12 && bytes.Equal(b[6:12], u.self) {
+			continue
+		}
+		return n, nil
+	}
+}
+
+func (u *udpFrames) WriteFrame(b []byte) error {
+	_, err := u.c.WriteToUDP(b, u.to)
+	return err
+}
+
+func (u *udpFrames) Close() error { return u.c.Close() }
