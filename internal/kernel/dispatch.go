@@ -196,9 +196,23 @@ func (k *Kernel) dispatch(c *call) int64 {
 		return -abi.EINVAL
 
 	// sockets
+	case abi.SYS_SOCKET:
+		return c.sysSocket(int(int32(a[0])), int(int32(a[1])), int(int32(a[2])))
+	case abi.SYS_LISTEN:
+		return c.sysListen(int(int32(a[0])), int(int32(a[1])))
+	case abi.SYS_GETSOCKOPT:
+		return c.sysSockopt(true)
+	case abi.SYS_SETSOCKOPT:
+		return c.sysSockopt(false)
 	case abi.SYS_BIND:
+		if r := c.inetAddr(int(int32(a[0])), a[1], int(int32(a[2])), true); r != continued {
+			return r
+		}
 		return c.sockPath(a[1], int(a[2]), true)
 	case abi.SYS_CONNECT:
+		if r := c.inetAddr(int(int32(a[0])), a[1], int(int32(a[2])), false); r != continued {
+			return r
+		}
 		return c.sockPath(a[1], int(a[2]), false)
 	case abi.SYS_SENDTO:
 		return c.sockPath(a[4], int(a[5]), false)

@@ -30,6 +30,7 @@ import (
 	"github.com/umltools/umltools/internal/fs/hostfs"
 	"github.com/umltools/umltools/internal/fs/procfs"
 	"github.com/umltools/umltools/internal/fs/sysfs"
+	"github.com/umltools/umltools/internal/netdev"
 	"github.com/umltools/umltools/internal/sandbox"
 	"github.com/umltools/umltools/internal/vfs"
 )
@@ -66,6 +67,9 @@ func (m HaltMode) String() string {
 
 // Config describes a machine to the kernel.
 type Config struct {
+	// Net is the machine's network stack; nil leaves guest sockets to
+	// the host (in an empty network namespace).
+	Net *netdev.Stack
 	// VFS is the mount tree with the root filesystem mounted.
 	VFS *vfs.VFS
 	// Hostname is the initial nodename (from the image's /etc/hostname).
@@ -138,6 +142,7 @@ type Kernel struct {
 	devfs     vfs.FS
 	procfs    *procfs.FS
 	unix      unixNames // AF_UNIX path bindings (sys_unix.go)
+	inet      inetSocks // TCP sockets on the machine's network (sys_inet.go)
 	sysw      sysWrites // writes to /proc/sys (proc_more.go)
 }
 
@@ -237,6 +242,8 @@ var notified = []int{
 	abi.SYS_MOUNT, abi.SYS_UMOUNT2, abi.SYS_PIVOT_ROOT,
 	// sockets whose addresses may name paths
 	abi.SYS_BIND, abi.SYS_CONNECT, abi.SYS_SENDTO, abi.SYS_SENDMSG, abi.SYS_SENDMMSG,
+	// TCP sockets on the machine's network (sys_inet.go)
+	abi.SYS_SOCKET, abi.SYS_GETSOCKOPT, abi.SYS_SETSOCKOPT, abi.SYS_LISTEN,
 	// credentials
 	abi.SYS_GETUID, abi.SYS_GETEUID, abi.SYS_GETGID, abi.SYS_GETEGID,
 	abi.SYS_SETUID, abi.SYS_SETGID, abi.SYS_SETREUID, abi.SYS_SETREGID,
@@ -259,9 +266,9 @@ var native = []string{
 	"memfd_create", "eventfd", "eventfd2", "signalfd", "signalfd4",
 	"timerfd_create", "timerfd_settime", "timerfd_gettime", "epoll_create",
 	"epoll_create1", "epoll_ctl", "inotify_init", "inotify_init1",
-	"inotify_rm_watch", "pidfd_open", "pidfd_send_signal", "socket",
-	"socketpair", "accept", "accept4", "listen", "shutdown", "getsockname",
-	"getpeername", "recvfrom", "recvmsg", "recvmmsg", "setsockopt", "getsockopt",
+	"inotify_rm_watch", "pidfd_open", "pidfd_send_signal",
+	"socketpair", "accept", "accept4", "shutdown", "getsockname",
+	"getpeername", "recvfrom", "recvmsg", "recvmmsg",
 	"setrlimit", "prctl", "personality", "vhangup", "sched_setscheduler",
 	"sched_setparam", "sched_setattr", "ioprio_get", "ioprio_set",
 	"settimeofday", "clock_settime", "adjtimex", "clock_adjtime", "capget", "capset",
@@ -344,8 +351,17 @@ func (k *Kernel) Syscall(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 		// the guest's root, which lacks CAP_SYS_RESOURCE on the host.
 		return sandbox.Native()
 	}
+	if regs.OrigRax == abi.SYS_GETSOCKNAME || regs.OrigRax == abi.SYS_GETPEERNAME {
+		if a, ok := k.inetNameTrap(t, regs); ok {
+			return a
+		}
+	}
 	if isUnixTrap(regs.OrigRax) {
-		return k.unixTrap(t, regs)
+		a := k.unixTrap(t, regs)
+		if (regs.OrigRax == abi.SYS_ACCEPT || regs.OrigRax == abi.SYS_ACCEPT4) && k.inetAcceptTrap(t, regs) {
+			return sandbox.NativeExit()
+		}
+		return a
 	}
 	// A syscall the filter traps but nobody serves: never let it run.
 	return sandbox.Fail(abi.ENOSYS)
@@ -353,7 +369,12 @@ func (k *Kernel) Syscall(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 
 // SyscallExit puts guest names in the socket addresses unixTrap asked
 // to see.
-func (k *Kernel) SyscallExit(t *sandbox.Task, regs *abi.Regs) { k.unixTrapExit(t, regs) }
+func (k *Kernel) SyscallExit(t *sandbox.Task, regs *abi.Regs) {
+	k.unixTrapExit(t, regs)
+	if regs.OrigRax == abi.SYS_ACCEPT || regs.OrigRax == abi.SYS_ACCEPT4 {
+		k.inetAcceptExit(t, regs)
+	}
+}
 
 // Event keeps the process table.
 func (k *Kernel) Event(t *sandbox.Task, ev sandbox.Event) {

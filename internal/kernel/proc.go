@@ -364,6 +364,10 @@ func (k *Kernel) Fds(pid int) (map[int]string, error) {
 // File generates the machine-wide files of /proc.
 func (k *Kernel) File(c *vfs.Ctx, name string) ([]byte, error) {
 	switch name {
+	case "net/dev":
+		return procNetDev(k.cfg.Net), nil
+	case "net/route":
+		return procNetRoute(k.cfg.Net), nil
 	case "cmdline":
 		return []byte(k.cfg.Cmdline + "\n"), nil
 	case "version":

@@ -28,6 +28,9 @@ const (
 // them as the virtual consoles they stand for (no second waiting for a
 // modem to settle, UTF-8 input). Everything else runs on the host.
 func (k *Kernel) ioctlTrap(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
+	if a, ok := k.netIoctl(t, uint32(regs.Rsi), regs.Rdx); ok {
+		return a
+	}
 	if uint32(regs.Rsi) != kdgkbmode || !k.isTerminalFd(t.Tid, int(int32(regs.Rdi))) {
 		return sandbox.Native()
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/umltools/umltools/internal/fs/tmpfs"
 	"github.com/umltools/umltools/internal/kernel"
 	"github.com/umltools/umltools/internal/mconsole"
+	"github.com/umltools/umltools/internal/netdev"
 	"github.com/umltools/umltools/internal/ubd"
 	"github.com/umltools/umltools/internal/umid"
 	"github.com/umltools/umltools/internal/version"
@@ -87,6 +88,8 @@ type machine struct {
 	lineMu sync.Mutex
 	lines  map[uint64]*chans.Console
 	ports  chans.Ports // port: listeners, shared by lines on one port
+
+	net *netdev.Stack // the network: lo and the ethN devices
 }
 
 // logf writes a kernel log line: to the log buffer always, to stderr
@@ -188,13 +191,13 @@ func (m *machine) run(args []string) int {
 	if l := cfg.UnknownLine(); l != "" {
 		m.logf("%s", l)
 	}
-	// Network devices are parsed and validated; none is created yet.
-	for _, e := range cfg.Eth {
-		m.errorf("eth%d: the %s transport is not implemented in this version of the engine; interface skipped", e.Unit, e.Transport)
+	st, err := m.startNet()
+	if err != nil {
+		m.errorf("network: %v", err)
+		return 1
 	}
-	for _, v := range cfg.Vec {
-		m.errorf("vec%d: the %s transport is not implemented in this version of the engine; interface skipped", v.Unit, v.Transport)
-	}
+	defer st.Close()
+	m.net = st
 
 	base := cfg.UMLDir
 	if base == "" {
@@ -443,7 +446,7 @@ func (m *machine) boot(root rootFS, con *chans.Console, initArgs, initEnv []stri
 	v := vfs.New(root, source, rflags, dev)
 	halted := make(chan kernel.HaltMode, 1)
 	kcfg := kernel.Config{VFS: v, Hostname: imageHostname(v), Mem: m.cfg.Mem, Cmdline: m.procCmdline,
-		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }, HostFS: m.policy(), Disks: m, Lines: m.line}
+		Logf: m.logf, Dmesg: m.log, OnHalt: func(h kernel.HaltMode) { halted <- h }, HostFS: m.policy(), Disks: m, Lines: m.line, Net: m.net}
 	if m.cfg.MconsoleNotify != "" {
 		kcfg.UserNotify = func(b []byte) { m.notify(mconsole.NotifyUserNotify, b) }
 	}

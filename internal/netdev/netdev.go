@@ -106,7 +106,7 @@ var ErrExists = errors.New("device already configured")
 
 // Add creates the Ethernet device name with address mac (a random one
 // when nil) whose frames go through f, and starts moving them. The device
-// has no address until AddAddress.
+// is down (SetUp) and has no address (AddAddress).
 func (st *Stack) Add(name string, mac net.HardwareAddr, f Frames) (*NIC, error) {
 	if mac == nil {
 		mac = RandomMAC()
@@ -121,6 +121,8 @@ func (st *Stack) Add(name string, mac net.HardwareAddr, f Frames) (*NIC, error) 
 	if err := st.s.CreateNICWithOptions(n.ID, ethernet.New(n.link), stack.NICOptions{Name: name}); err != nil {
 		return nil, fmt.Errorf("netstack: %s: %s", name, err)
 	}
+	// Down until the guest brings it up, as a new Linux device.
+	st.s.DisableNIC(n.ID)
 	st.next++
 	st.nics[name] = n
 	ctx, cancel := context.WithCancel(context.Background())

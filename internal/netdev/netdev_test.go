@@ -70,6 +70,9 @@ func machine(t *testing.T, f Frames, mac net.HardwareAddr, addr string) (*Stack,
 	if err := n.AddAddress(netip.MustParsePrefix(addr)); err != nil {
 		t.Fatal(err)
 	}
+	if err := st.SetUp("eth0", true); err != nil {
+		t.Fatal(err)
+	}
 	return st, n
 }
 

@@ -64,6 +64,18 @@ func Open(e *cmdline.Eth, mac net.HardwareAddr) (Frames, string, error) {
 		if err != nil {
 			return nil, "", fmt.Errorf("tuntap_open : %w", err)
 		}
+		// Non-blocking, in Go's poller: Close then ends a blocked read.
+		fd, err := unix.Dup(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			return nil, "", fmt.Errorf("tuntap_open : %w", err)
+		}
+		unix.CloseOnExec(fd)
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return nil, "", fmt.Errorf("tuntap_open : %w", err)
+		}
+		f = os.NewFile(uintptr(fd), "tap:"+e.Dev)
 		banner := "TUN/TAP backend - "
 		if e.Gate != "" {
 			banner += "IP = " + e.Gate

@@ -1,0 +1,107 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/abi"
+	"github.com/umltools/umltools/internal/netdev"
+)
+
+func sin(port uint16, a [4]byte) []byte {
+	b := make([]byte, 16)
+	binary.LittleEndian.PutUint16(b, unix.AF_INET)
+	binary.BigEndian.PutUint16(b[2:], port)
+	copy(b[4:], a[:])
+	return b
+}
+
+func TestSockaddrInet(t *testing.T) {
+	six := make([]byte, 28)
+	binary.LittleEndian.PutUint16(six, unix.AF_INET6)
+	binary.BigEndian.PutUint16(six[2:], 80)
+	six[23] = 1 // ::1
+	for _, c := range []struct {
+		name string
+		b    []byte
+		fam  int
+		want string
+		r    int64
+	}{
+		{"v4", sin(8080, [4]byte{10, 0, 0, 1}), unix.AF_INET, "10.0.0.1:8080", 0},
+		{"any", sin(5000, [4]byte{}), unix.AF_INET, ":5000", 0},
+		{"v4 on v6 socket", sin(22, [4]byte{127, 0, 0, 1}), unix.AF_INET6, "[::ffff:127.0.0.1]:22", 0},
+		{"v6", six, unix.AF_INET6, "[::1]:80", 0},
+		{"v6 on v4 socket", six, unix.AF_INET, "", -abi.EAFNOSUPPORT},
+		{"short", sin(1, [4]byte{1, 2, 3, 4})[:8], unix.AF_INET, "", -abi.EINVAL},
+		{"unix", []byte{1, 0, '/', 0}, unix.AF_INET, "", -abi.EAFNOSUPPORT},
+	} {
+		a, r := sockaddrInet(c.b, c.fam)
+		if r != c.r {
+			t.Errorf("%s: result %d, want %d", c.name, r, c.r)
+			continue
+		}
+		if r != 0 {
+			continue
+		}
+		got := ":" + itoa(a.Port)
+		if a.Addr.Len() > 0 {
+			ip, _ := netip.AddrFromSlice(a.Addr.AsSlice())
+			got = netip.AddrPortFrom(ip, a.Port).String()
+		}
+		if got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+		// Round trip through what getsockname writes.
+		back, r := sockaddrInet(sockaddrOf(a, c.fam), c.fam)
+		if r != 0 || back != a {
+			t.Errorf("%s: round trip gives %v (%d), want %v", c.name, back, r, a)
+		}
+	}
+}
+
+func itoa(p uint16) string {
+	return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[len("0.0.0.0:"):]
+}
+
+// /proc/net/route and /proc/net/dev as busybox's route and ifconfig read
+// them.
+func TestProcNet(t *testing.T) {
+	st, err := netdev.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Add("eth0", nil, nopFrames{make(chan struct{})}); err != nil {
+		t.Fatal(err)
+	}
+	st.SetAddr4("eth0", netip.MustParsePrefix("192.168.1.7/24"))
+	st.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("192.168.1.1"), "eth0")
+	route := string(procNetRoute(st))
+	for _, want := range []string{"eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t", "eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t"} {
+		if !strings.Contains(route, want) {
+			t.Errorf("/proc/net/route lacks %q:\n%s", want, route)
+		}
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(route, "\n"), "\n") {
+		if len(l) != 127 {
+			t.Errorf("route line of %d bytes, want 127: %q", len(l), l)
+		}
+	}
+	dev := string(procNetDev(st))
+	if !strings.Contains(dev, "    lo:") || !strings.Contains(dev, "  eth0:") {
+		t.Errorf("/proc/net/dev:\n%s", dev)
+	}
+}
+
+// nopFrames is a transport that carries nothing.
+type nopFrames struct{ closed chan struct{} }
+
+func (f nopFrames) ReadFrame([]byte) (int, error) { <-f.closed; return 0, net.ErrClosed }
+func (nopFrames) WriteFrame([]byte) error         { return nil }
+func (f nopFrames) Close() error                  { close(f.closed); return nil }

@@ -1,0 +1,327 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/abi"
+	"github.com/umltools/umltools/internal/netdev"
+	"github.com/umltools/umltools/internal/sandbox"
+)
+
+// The classic interface ioctls (SIOC*, what busybox and net-tools
+// ifconfig and route use), served from the machine's network stack. They
+// stop at the tracer (ioctlTrapBit); those not served here run on the
+// host, in the guest's empty network namespace.
+
+// ifreqSize is sizeof(struct ifreq): the name, then a 24-byte union.
+const ifreqSize = 40
+
+// Interface flags (IFF_*).
+const (
+	iffUp        = 0x1
+	iffBroadcast = 0x2
+	iffLoopback  = 0x8
+	iffRunning   = 0x40
+	iffMulticast = 0x1000
+)
+
+// netIoctl serves request req on the machine's stack; ok is false for a
+// request it does not serve.
+func (k *Kernel) netIoctl(t *sandbox.Task, req uint32, arg uint64) (a sandbox.Action, ok bool) {
+	st := k.cfg.Net
+	if st == nil {
+		return a, false
+	}
+	switch req {
+	case unix.SIOCGIFCONF:
+		return ifconf(t, st, arg), true
+	case unix.SIOCADDRT, unix.SIOCDELRT:
+		return addRoute(t, st, arg, req == unix.SIOCADDRT), true
+	case unix.SIOCGIFFLAGS, unix.SIOCSIFFLAGS, unix.SIOCGIFADDR, unix.SIOCSIFADDR,
+		unix.SIOCGIFNETMASK, unix.SIOCSIFNETMASK, unix.SIOCGIFBRDADDR, unix.SIOCSIFBRDADDR,
+		unix.SIOCGIFHWADDR, unix.SIOCGIFINDEX, unix.SIOCGIFMTU, unix.SIOCSIFMTU, unix.SIOCGIFNAME:
+	default:
+		return a, false
+	}
+	var r [ifreqSize]byte
+	if _, err := t.ReadMem(arg, r[:]); err != nil {
+		return sandbox.Fail(abi.EFAULT), true
+	}
+	var f netdev.Iface
+	if req == unix.SIOCGIFNAME {
+		idx := int(int32(binary.LittleEndian.Uint32(r[16:])))
+		for _, g := range st.Ifaces() {
+			if g.Index == idx {
+				f, ok = g, true
+			}
+		}
+		if !ok {
+			return sandbox.Fail(int(unix.ENODEV)), true
+		}
+		clear(r[:16])
+		copy(r[:15], f.Name)
+		return putIfreq(t, arg, r[:]), true
+	}
+	name := string(r[:16])
+	if i := strings.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	if f, ok = st.Iface(name); !ok {
+		return sandbox.Fail(int(unix.ENODEV)), true
+	}
+	u := r[16:]
+	v4 := netip.Prefix{}
+	for _, p := range f.Addrs {
+		if p.Addr().Is4() {
+			v4 = p
+			break
+		}
+	}
+	switch req {
+	case unix.SIOCGIFFLAGS:
+		clear(u)
+		binary.LittleEndian.PutUint16(u, uint16(ifFlags(f)))
+	case unix.SIOCSIFFLAGS:
+		up := binary.LittleEndian.Uint16(u)&iffUp != 0
+		if up != f.Up {
+			if err := st.SetUp(name, up); err != nil {
+				return sandbox.Fail(abi.EINVAL), true
+			}
+		}
+		return sandbox.Emulate(0), true
+	case unix.SIOCGIFADDR, unix.SIOCGIFNETMASK, unix.SIOCGIFBRDADDR:
+		if !v4.IsValid() {
+			return sandbox.Fail(int(unix.EADDRNOTAVAIL)), true
+		}
+		a := v4.Addr().As4()
+		switch req {
+		case unix.SIOCGIFNETMASK:
+			a = netip.PrefixFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), v4.Bits()).Masked().Addr().As4()
+		case unix.SIOCGIFBRDADDR:
+			m := netip.PrefixFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), v4.Bits()).Masked().Addr().As4()
+			for i := range a {
+				a[i] |= ^m[i]
+			}
+		}
+		putSockaddrIn(u, a)
+	case unix.SIOCSIFADDR, unix.SIOCSIFNETMASK:
+		if binary.LittleEndian.Uint16(u) != unix.AF_INET {
+			return sandbox.Fail(abi.EINVAL), true
+		}
+		a := netip.AddrFrom4([4]byte(u[4:8]))
+		var p netip.Prefix
+		if req == unix.SIOCSIFADDR {
+			// A new address takes its class's mask, as Linux's
+			// inet_set_ifa does when none was set before.
+			bits := 24
+			if v4.IsValid() {
+				bits = v4.Bits()
+			} else if b := a.As4()[0]; b < 128 {
+				bits = 8
+			} else if b < 192 {
+				bits = 16
+			}
+			p = netip.PrefixFrom(a, bits)
+		} else {
+			if !v4.IsValid() {
+				return sandbox.Fail(int(unix.EADDRNOTAVAIL)), true
+			}
+			ones := 0
+			m := a.As4()
+			for _, b := range m {
+				for ; b&0x80 != 0; b <<= 1 {
+					ones++
+				}
+			}
+			p = netip.PrefixFrom(v4.Addr(), ones)
+		}
+		if err := st.SetAddr4(name, p); err != nil {
+			return sandbox.Fail(abi.EINVAL), true
+		}
+		return sandbox.Emulate(0), true
+	case unix.SIOCSIFBRDADDR:
+		return sandbox.Emulate(0), true // the broadcast follows the mask
+	case unix.SIOCGIFHWADDR:
+		clear(u)
+		if f.Loopback {
+			binary.LittleEndian.PutUint16(u, unix.ARPHRD_LOOPBACK)
+		} else {
+			binary.LittleEndian.PutUint16(u, unix.ARPHRD_ETHER)
+			copy(u[2:], f.MAC)
+		}
+	case unix.SIOCGIFINDEX:
+		clear(u)
+		binary.LittleEndian.PutUint32(u, uint32(f.Index))
+	case unix.SIOCGIFMTU:
+		clear(u)
+		binary.LittleEndian.PutUint32(u, uint32(f.MTU))
+	case unix.SIOCSIFMTU:
+		return sandbox.Fail(int(unix.EOPNOTSUPP)), true
+	}
+	return putIfreq(t, arg, r[:]), true
+}
+
+func ifFlags(f netdev.Iface) int {
+	fl := 0
+	if f.Loopback {
+		fl = iffLoopback
+	} else {
+		fl = iffBroadcast | iffMulticast
+	}
+	if f.Up {
+		fl |= iffUp | iffRunning
+	}
+	return fl
+}
+
+func putSockaddrIn(b []byte, a [4]byte) {
+	clear(b[:16])
+	binary.LittleEndian.PutUint16(b, unix.AF_INET)
+	copy(b[4:8], a[:])
+}
+
+func putIfreq(t *sandbox.Task, arg uint64, r []byte) sandbox.Action {
+	if _, err := t.WriteMem(arg, r); err != nil {
+		return sandbox.Fail(abi.EFAULT)
+	}
+	return sandbox.Emulate(0)
+}
+
+// ifconf serves SIOCGIFCONF: an ifreq with the IPv4 address of each
+// interface that has one; with a NULL buffer only the length needed.
+func ifconf(t *sandbox.Task, st *netdev.Stack, arg uint64) sandbox.Action {
+	var c [16]byte
+	if _, err := t.ReadMem(arg, c[:]); err != nil {
+		return sandbox.Fail(abi.EFAULT)
+	}
+	room := int(int32(binary.LittleEndian.Uint32(c[:])))
+	buf := binary.LittleEndian.Uint64(c[8:])
+	var out []byte
+	for _, f := range st.Ifaces() {
+		for _, p := range f.Addrs {
+			if p.Addr().Is4() {
+				var r [ifreqSize]byte
+				copy(r[:15], f.Name)
+				putSockaddrIn(r[16:], p.Addr().As4())
+				out = append(out, r[:]...)
+				break
+			}
+		}
+	}
+	if buf != 0 {
+		out = out[:min(len(out), max(room, 0)/ifreqSize*ifreqSize)]
+		if _, err := t.WriteMem(buf, out); err != nil {
+			return sandbox.Fail(abi.EFAULT)
+		}
+	}
+	binary.LittleEndian.PutUint32(c[:], uint32(len(out)))
+	if _, err := t.WriteMem(arg, c[:4]); err != nil {
+		return sandbox.Fail(abi.EFAULT)
+	}
+	return sandbox.Emulate(0)
+}
+
+// addRoute serves SIOCADDRT (route add) for IPv4 routes; SIOCDELRT is
+// refused for now.
+func addRoute(t *sandbox.Task, st *netdev.Stack, arg uint64, add bool) sandbox.Action {
+	if !add {
+		return sandbox.Fail(int(unix.EOPNOTSUPP))
+	}
+	// struct rtentry: rt_dst at 8, rt_gateway at 24, rt_genmask at 40,
+	// rt_flags at 56, rt_dev (a string pointer) at 88.
+	var r [120]byte
+	if _, err := t.ReadMem(arg, r[:]); err != nil {
+		return sandbox.Fail(abi.EFAULT)
+	}
+	dst := netip.AddrFrom4([4]byte(r[12:16]))
+	mask := r[44:48]
+	ones := 0
+	for _, b := range mask {
+		for ; b&0x80 != 0; b <<= 1 {
+			ones++
+		}
+	}
+	var gw netip.Addr
+	const rtfGateway = 0x2
+	if binary.LittleEndian.Uint16(r[56:])&rtfGateway != 0 {
+		gw = netip.AddrFrom4([4]byte(r[28:32]))
+	}
+	dev := ""
+	if p := binary.LittleEndian.Uint64(r[88:]); p != 0 {
+		s, err := t.ReadString(p, 16)
+		if err != nil {
+			return sandbox.Fail(abi.EFAULT)
+		}
+		dev = s
+	}
+	if dev == "" {
+		// The interface whose subnet holds the gateway (or the
+		// destination).
+		via := gw
+		if !via.IsValid() {
+			via = dst
+		}
+		for _, f := range st.Ifaces() {
+			for _, p := range f.Addrs {
+				if p.Contains(via) {
+					dev = f.Name
+				}
+			}
+		}
+		if dev == "" {
+			return sandbox.Fail(int(unix.ENETUNREACH))
+		}
+	}
+	if err := st.AddRoute(netip.PrefixFrom(dst, ones), gw, dev); err != nil {
+		return sandbox.Fail(int(unix.ENODEV))
+	}
+	return sandbox.Emulate(0)
+}
+
+// procNetDev is /proc/net/dev: each interface's counters.
+func procNetDev(st *netdev.Stack) []byte {
+	var b strings.Builder
+	b.WriteString("Inter-|   Receive                                                |  Transmit\n")
+	b.WriteString(" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n")
+	if st == nil {
+		return []byte(b.String())
+	}
+	for _, f := range st.Ifaces() {
+		fmt.Fprintf(&b, "%6s: %7d %7d %4d %4d %4d %5d %10d %9d %8d %7d %4d %4d %4d %5d %7d %10d\n",
+			f.Name, f.RxBytes, f.RxPackets, 0, 0, 0, 0, 0, 0, f.TxBytes, f.TxPackets, 0, 0, 0, 0, 0, 0)
+	}
+	return []byte(b.String())
+}
+
+// procNetRoute is /proc/net/route: the IPv4 routes, addresses in hex
+// as the host's byte order shows them, each line padded to 127 bytes.
+func procNetRoute(st *netdev.Stack) []byte {
+	var b strings.Builder
+	line := func(s string) { fmt.Fprintf(&b, "%-127s\n", s) }
+	line("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT")
+	if st == nil {
+		return []byte(b.String())
+	}
+	hex := func(a netip.Addr) string {
+		v := a.As4()
+		return fmt.Sprintf("%08X", binary.LittleEndian.Uint32(v[:]))
+	}
+	for _, r := range st.Routes() {
+		if !r.Dst.Addr().Is4() || r.Iface == "lo" {
+			continue
+		}
+		const rtfUp, rtfGateway = 1, 2
+		flags, gw := rtfUp, netip.IPv4Unspecified()
+		if r.Gw.IsValid() {
+			flags, gw = rtfUp|rtfGateway, r.Gw
+		}
+		mask := netip.PrefixFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), r.Dst.Bits()).Masked().Addr()
+		line(fmt.Sprintf("%s\t%s\t%s\t%04X\t0\t0\t0\t%s\t0\t0\t0", r.Iface, hex(r.Dst.Masked().Addr()), hex(gw), flags, hex(mask)))
+	}
+	return []byte(b.String())
+}
