@@ -32,9 +32,10 @@ func startSwitch(t *testing.T, bin, ctl string) {
 	}
 }
 
-// The network issue's acceptance 1, TCP part: our engine's guest and a
-// C kernel on one switch (ours, then Debian's) move 10 MiB each way over
-// TCP with busybox nc, and both sides print the same sha256. The guest
+// The network issue's acceptance 1: our engine's guest and a C kernel on
+// one switch (ours, then Debian's) ping each other (busybox ping: a raw
+// ICMP socket) and move 10 MiB each way over TCP with busybox nc, and both
+// sides print the same sha256. The guest
 // configures eth0 with ifconfig (SIOCSIFADDR, SIOCSIFNETMASK,
 // SIOCSIFFLAGS). (busybox nc quits at the network's EOF, so the side that
 // only receives keeps its stdin open: an early FIN would end the sender.)
@@ -53,12 +54,14 @@ func TestNetSwitchWithCKernel(t *testing.T) {
 				Extra: []string{"eth0=daemon,,unix," + ctl},
 				Init: "ip link set eth0 up && ip addr add 10.0.7.2/24 dev eth0 && echo C-NET-UP\n" +
 					"busybox nc -l -p 5001 | sha256sum | sed 's/^/C-GOT /'\n" +
+					"busybox ping -c 2 -W 5 10.0.7.1 >/dev/null && echo C-PING-OK\n" +
 					"head -c 10485760 /dev/urandom > /tmp/c-data.$$ && sha256sum < /tmp/c-data.$$ | sed 's/^/C-SENT /'\n" +
 					"sleep 1; busybox nc 10.0.7.1 5002 < /tmp/c-data.$$; rm -f /tmp/c-data.$$\n" +
 					"echo o > /proc/sysrq-trigger\n",
 			})
 			u.WaitOutput(t, "C-NET-UP", 60*time.Second)
 			script := "mount -t proc proc /proc; ifconfig eth0 10.0.7.1 netmask 255.255.255.0 up || exit 1; " +
+				"ping -c 2 10.0.7.2 >/dev/null && echo PING-OK; " +
 				"head -c 10485760 /dev/urandom > /tmp/data; echo SENT $(sha256sum < /tmp/data); " +
 				"busybox nc 10.0.7.2 5001 < /tmp/data && echo NC-SENT; " +
 				"mkfifo /tmp/hold; exec 3<>/tmp/hold; busybox nc -l -p 5002 <&3 | sha256sum | sed 's/^/GOT /'; poweroff -f"
@@ -66,9 +69,15 @@ func TestNetSwitchWithCKernel(t *testing.T) {
 			if log := r.stdout + r.stderr; !strings.Contains(log, "Netdevice 0 (") || !strings.Contains(log, "daemon backend (uml_switch version 3) - unix:"+ctl) {
 				t.Errorf("no Netdevice banner in\n%s", log)
 			}
+			if !hasLine(r.stdout, "PING-OK") {
+				t.Errorf("the guest's ping of the C kernel failed:\n%s", r.stdout)
+			}
 			sent, got := field(r.stdout, "SENT"), field(r.stdout, "GOT")
 			u.WaitOutput(t, "C-GOT "+sent, 30*time.Second)
 			cs := field(u.Output(), "C-SENT")
+			if !strings.Contains(u.Output(), "C-PING-OK") {
+				t.Errorf("the C kernel's ping of the guest failed")
+			}
 			if sent == "" || cs == "" || got != cs {
 				t.Fatalf("guest sent %q, guest got %q, C kernel sent %q\nguest output:\n%s\nstderr:\n%s", sent, got, cs, r.stdout, r.stderr)
 			}
@@ -84,4 +93,84 @@ func field(out, key string) string {
 		}
 	}
 	return ""
+}
+
+// Guest sockets on the machine's loopback, from Python: TCP (blocking and
+// non-blocking connect, SO_ERROR, names, a refused port), UDP with
+// addresses both ways, connected UDP, and an ICMP echo through a raw
+// socket.
+func TestNetLoopbackPython(t *testing.T) {
+	img := testutil.DebianImage(t)
+	py := `import socket, threading, errno, select, struct
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0))
+srv.listen(4)
+port = srv.getsockname()[1]
+log = []
+def serve():
+    for _ in range(2):
+        c, a = srv.accept()
+        log.append("accepted %s %s" % (a[0], c.getsockname() == ("127.0.0.1", port)))
+        data = b""
+        while True:
+            b = c.recv(65536)
+            if not b:
+                break
+            data += b
+        c.sendall(str(len(data)).encode())
+        c.close()
+th = threading.Thread(target=serve)
+th.start()
+c = socket.create_connection(("127.0.0.1", port))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+print("nodelay", c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1)
+print("peer", c.getpeername() == ("127.0.0.1", port), c.getsockname()[0])
+c.sendall(b"x" * 3000000)
+c.shutdown(socket.SHUT_WR)
+print("echoed", c.recv(100))
+c.close()
+n = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+n.setblocking(False)
+print("inprogress", n.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS)
+select.select([], [n], [], 5)
+print("so_error", n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+n.setblocking(True)
+n.sendall(b"abc")
+n.shutdown(socket.SHUT_WR)
+print("echoed", n.recv(100))
+th.join()
+print("\n".join(log))
+r = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+print("refused", r.connect_ex(("127.0.0.1", 1)) == errno.ECONNREFUSED)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v.sendto(b"ping", u.getsockname())
+d, a = u.recvfrom(100)
+u.sendto(d.upper(), a)
+print("udp", v.recvfrom(100) == (b"PING", u.getsockname()))
+w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+w.connect(u.getsockname())
+w.send(b"conn")
+print("connected udp", u.recvfrom(100)[0], w.getpeername() == u.getsockname())
+ic = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+pkt = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x1234, 1) + b"umltools")
+s = sum(struct.unpack("!%dH" % (len(pkt) // 2), pkt))
+s = (s >> 16) + (s & 0xffff)
+pkt[2:4] = struct.pack("!H", ~(s + (s >> 16)) & 0xffff)
+ic.sendto(pkt, ("127.0.0.1", 0))
+ic.settimeout(5)
+while True:
+    p, a = ic.recvfrom(200)
+    if p[20] == 0:
+        break
+print("icmp reply", a[0], p[28:] == b"umltools")`
+	script := quietShell + "\n" + mark("py") + "\npython3 - <<'PY'\n" + py + "\nPY\n" + mark("end")
+	r := debianBoot(t, img, script, 2*time.Minute)
+	want := "nodelay True\npeer True 127.0.0.1\nechoed b'3000000'\ninprogress True\nso_error 0\n" +
+		"echoed b'3'\naccepted 127.0.0.1 True\naccepted 127.0.0.1 True\nrefused True\nudp True\nconnected udp b'conn' True\nicmp reply 127.0.0.1 True\n"
+	if got := marked(r.stdout)["py"]; got != want {
+		t.Errorf("python: got\n%s\nwant\n%s\nstderr: %s", got, want, r.stderr)
+	}
 }

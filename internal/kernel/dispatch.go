@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"syscall"
 
 	"github.com/umltools/umltools/internal/abi"
 )
@@ -215,6 +216,15 @@ func (k *Kernel) dispatch(c *call) int64 {
 		}
 		return c.sockPath(a[1], int(a[2]), false)
 	case abi.SYS_SENDTO:
+		if r := c.inetSendTo(int(int32(a[0])), a[4], int(int32(a[5])), func() ([]byte, int64) {
+			if a[2] > 65535 {
+				return nil, -int64(syscall.EMSGSIZE)
+			}
+			b := make([]byte, a[2])
+			return b, c.read(a[1], b)
+		}); r != continued {
+			return r
+		}
 		return c.sockPath(a[4], int(a[5]), false)
 	case abi.SYS_SENDMSG:
 		return c.sendmsgPath(a[1])

@@ -141,9 +141,10 @@ type Kernel struct {
 	phDev     uint64 // st_dev of placeholder directories
 	devfs     vfs.FS
 	procfs    *procfs.FS
-	unix      unixNames // AF_UNIX path bindings (sys_unix.go)
-	inet      inetSocks // TCP sockets on the machine's network (sys_inet.go)
-	sysw      sysWrites // writes to /proc/sys (proc_more.go)
+	unix      unixNames  // AF_UNIX path bindings (sys_unix.go)
+	inet      inetSocks  // TCP sockets on the machine's network (sys_inet.go)
+	dgram     dgramSocks // its datagram sockets (sys_dgram.go)
+	sysw      sysWrites  // writes to /proc/sys (proc_more.go)
 }
 
 type hostKey struct{ dev, ino uint64 }
@@ -361,6 +362,9 @@ func (k *Kernel) Syscall(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 		if (regs.OrigRax == abi.SYS_ACCEPT || regs.OrigRax == abi.SYS_ACCEPT4) && k.inetAcceptTrap(t, regs) {
 			return sandbox.NativeExit()
 		}
+		if (regs.OrigRax == abi.SYS_RECVFROM || regs.OrigRax == abi.SYS_RECVMSG) && k.dgramRecvTrap(t, regs) {
+			return sandbox.NativeExit()
+		}
 		return a
 	}
 	// A syscall the filter traps but nobody serves: never let it run.
@@ -371,8 +375,11 @@ func (k *Kernel) Syscall(t *sandbox.Task, regs *abi.Regs) sandbox.Action {
 // to see.
 func (k *Kernel) SyscallExit(t *sandbox.Task, regs *abi.Regs) {
 	k.unixTrapExit(t, regs)
-	if regs.OrigRax == abi.SYS_ACCEPT || regs.OrigRax == abi.SYS_ACCEPT4 {
+	switch regs.OrigRax {
+	case abi.SYS_ACCEPT, abi.SYS_ACCEPT4:
 		k.inetAcceptExit(t, regs)
+	case abi.SYS_RECVFROM, abi.SYS_RECVMSG:
+		k.dgramRecvExit(t, regs)
 	}
 }
 

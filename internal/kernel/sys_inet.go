@@ -51,9 +51,10 @@ type inetSock struct {
 	done     chan struct{} // closed when a connect ends
 	local    tcpip.FullAddress
 	peer     tcpip.FullAddress
-	bound    *tcpip.FullAddress // bind before connect
-	tcpOpts  map[[2]int32]int32 // IP- and TCP-level options the guest set
-	finished bool               // the connection is over: out of the table
+	ep       tcpip.Endpoint // made at the first bind, connect or listen
+	wq       *waiter.Queue  // ep's
+	opts     sockOpts
+	finished bool // the connection is over: out of the table
 }
 
 const (
@@ -151,6 +152,11 @@ func (t *inetSocks) sweepLocked() {
 		if idle && hungUp(s.mine) {
 			delete(t.m, ino)
 			s.mine.Close()
+			s.mu.Lock()
+			if s.ep != nil {
+				s.ep.Close()
+			}
+			s.mu.Unlock()
 		}
 	}
 	t.swept = len(t.m)
@@ -176,12 +182,17 @@ func hungUp(f *os.File) bool {
 // made here when the machine has a network; everything else is the
 // host's.
 func (c *call) sysSocket(domain, typ, proto int) int64 {
-	if c.k.cfg.Net == nil || domain != unix.AF_INET && domain != unix.AF_INET6 ||
-		typ&0xf != unix.SOCK_STREAM || proto != 0 && proto != unix.IPPROTO_TCP {
+	if c.k.cfg.Net == nil || domain != unix.AF_INET && domain != unix.AF_INET6 {
 		return continued
 	}
 	if typ&^(0xf|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) != 0 {
 		return -abi.EINVAL
+	}
+	if tp, ok := dgramKind(domain, typ&0xf, proto); ok {
+		return c.dgramSocket(domain, typ, proto, tp)
+	}
+	if typ&0xf != unix.SOCK_STREAM || proto != 0 && proto != unix.IPPROTO_TCP {
+		return continued
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -212,14 +223,48 @@ func (c *call) sysSocket(domain, typ, proto int) int64 {
 
 // inetFd returns the TCP socket that is guest fd n, or nil.
 func (c *call) inetFd(n int) *inetSock {
-	if c.k.cfg.Net == nil {
-		return nil
+	s, _ := c.sockOf(n)
+	return s
+}
+
+// sockOf returns the TCP or the datagram socket that is guest fd n (nil,
+// nil for any other fd).
+func (c *call) sockOf(n int) (*inetSock, *dgramSock) {
+	if c.k.cfg.Net == nil || c.k.inet.count.Load() == 0 && c.k.dgram.count.Load() == 0 {
+		return nil, nil
 	}
 	var st unix.Stat_t
 	if c.k.statFd(c.th.Tid, n, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return nil
+		return nil, nil
 	}
-	return c.k.inet.get(st.Ino)
+	if s := c.k.inet.get(st.Ino); s != nil {
+		return s, nil
+	}
+	return nil, c.k.dgram.get(st.Ino)
+}
+
+// inetSendTo serves sendto (data at buf, size bytes) and sendmsg with an
+// AF_INET or AF_INET6 address on a datagram socket; continued for others.
+func (c *call) inetSendTo(fd int, addr uint64, n int, data func() ([]byte, int64)) int64 {
+	if c.k.dgram.count.Load() == 0 || addr == 0 || n < 2 || n > 128 {
+		return continued
+	}
+	b := make([]byte, n)
+	if c.read(addr, b) < 0 {
+		return continued
+	}
+	if f := binary.LittleEndian.Uint16(b); f != unix.AF_INET && f != unix.AF_INET6 {
+		return continued
+	}
+	_, ds := c.sockOf(fd)
+	if ds == nil {
+		return continued
+	}
+	d, r := data()
+	if r < 0 {
+		return r
+	}
+	return c.dgramSendTo(ds, b, d)
 }
 
 // sockaddrInet parses an AF_INET or AF_INET6 sockaddr for a socket of
@@ -289,10 +334,13 @@ func (c *call) inetAddr(fd int, addr uint64, n int, bind bool) int64 {
 	if c.read(addr, b) < 0 {
 		return continued // the host reports the fault
 	}
-	if f := binary.LittleEndian.Uint16(b); f != unix.AF_INET && f != unix.AF_INET6 {
+	if f := binary.LittleEndian.Uint16(b); f != unix.AF_INET && f != unix.AF_INET6 && (f != unix.AF_UNSPEC || bind) {
 		return continued
 	}
-	s := c.inetFd(fd)
+	s, ds := c.sockOf(fd)
+	if ds != nil {
+		return c.dgramAddr(ds, b, bind)
+	}
 	if s == nil {
 		return continued
 	}
@@ -303,10 +351,18 @@ func (c *call) inetAddr(fd int, addr uint64, n int, bind bool) int64 {
 	if bind {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.bound != nil || s.state != sockIdle {
+		if s.ep != nil || s.state != sockIdle {
 			return -abi.EINVAL
 		}
-		s.bound = &a
+		if terr := s.endpointLocked(c.k); terr != nil {
+			return -int64(tcpipErrno(terr))
+		}
+		// The port is taken now: getsockname tells it before listen.
+		if terr := s.ep.Bind(a); terr != nil {
+			s.ep.Close()
+			s.ep, s.wq = nil, nil
+			return -int64(tcpipErrno(terr))
+		}
 		return 0
 	}
 	return c.inetConnect(fd, s, a)
@@ -325,9 +381,16 @@ func (c *call) inetConnect(fd int, s *inetSock, a tcpip.FullAddress) int64 {
 		s.mu.Unlock()
 		return -int64(unix.EALREADY)
 	}
+	if s.ep == nil {
+		if terr := s.endpointLocked(c.k); terr != nil {
+			s.mu.Unlock()
+			return -int64(tcpipErrno(terr))
+		}
+	}
 	s.state, s.err, s.done = sockConnecting, 0, make(chan struct{})
+	ep, wq := s.ep, s.wq
 	s.mu.Unlock()
-	go s.connect(c.k, a)
+	go s.connect(c.k, ep, wq, a)
 	if c.guestNonblock(fd) {
 		return -int64(unix.EINPROGRESS)
 	}
@@ -373,34 +436,17 @@ func (c *call) guestNonblock(n int) bool {
 const connectTimeout = 130 * time.Second
 
 // connect connects s's netstack endpoint to a and starts moving bytes.
-func (s *inetSock) connect(k *Kernel, a tcpip.FullAddress) {
-	st := k.cfg.Net.Netstack()
-	proto := ipv4.ProtocolNumber
-	if s.family == unix.AF_INET6 {
-		proto = ipv6.ProtocolNumber
-	}
-	var wq waiter.Queue
-	ep, terr := st.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
+func (s *inetSock) connect(k *Kernel, ep tcpip.Endpoint, wq *waiter.Queue, a tcpip.FullAddress) {
 	fail := func(e syscall.Errno) {
 		s.mu.Lock()
 		s.state, s.err = sockFailed, e
+		s.ep, s.wq = nil, nil // a failed connect leaves the socket unusable, as Linux's
 		close(s.done)
 		s.mu.Unlock()
 	}
-	if terr != nil {
-		fail(tcpipErrno(terr))
-		return
-	}
-	if s.bound != nil {
-		if terr := ep.Bind(*s.bound); terr != nil {
-			ep.Close()
-			fail(tcpipErrno(terr))
-			return
-		}
-	}
 	we, ready := waiter.NewChannelEntry(waiter.WritableEvents)
 	wq.EventRegister(&we)
-	terr = ep.Connect(a)
+	terr := ep.Connect(a)
 	if _, started := terr.(*tcpip.ErrConnectStarted); started {
 		select {
 		case <-ready:
@@ -421,7 +467,25 @@ func (s *inetSock) connect(k *Kernel, a tcpip.FullAddress) {
 	s.state = sockConnected
 	close(s.done)
 	s.mu.Unlock()
-	s.pump(k, gonet.NewTCPConn(&wq, ep))
+	s.pump(k, gonet.NewTCPConn(wq, ep))
+}
+
+// endpointLocked makes s's netstack endpoint (s.mu held).
+func (s *inetSock) endpointLocked(k *Kernel) tcpip.Error {
+	proto := ipv4.ProtocolNumber
+	if s.family == unix.AF_INET6 {
+		proto = ipv6.ProtocolNumber
+	}
+	wq := new(waiter.Queue)
+	ep, terr := k.cfg.Net.Netstack().NewEndpoint(tcp.ProtocolNumber, proto, wq)
+	if terr != nil {
+		return terr
+	}
+	// SO_REUSEADDR acts on the host socket, which the engine does not
+	// see: a restarted server may bind its port again at once.
+	ep.SocketOptions().SetReuseAddress(true)
+	s.ep, s.wq = ep, wq
+	return nil
 }
 
 // pump copies bytes both ways between the guest's socketpair and the
@@ -490,45 +554,67 @@ func (c *call) sysSockopt(get bool) int64 {
 			return continued
 		}
 	}
-	s := c.inetFd(fd)
+	s, ds := c.sockOf(fd)
+	if ds != nil {
+		// SO_ERROR is always 0: a datagram socket's errors come back
+		// from its calls.
+		return c.sockopt(&ds.opts, sockIdent{int32(ds.typ), int32(ds.family), int32(ds.proto)}, get, level, name,
+			func(val, lenAddr uint64) int64 { return c.putInt(val, lenAddr, 0) })
+	}
 	if s == nil {
 		return continued
 	}
+	return c.sockopt(&s.opts, sockIdent{unix.SOCK_STREAM, int32(s.family), unix.IPPROTO_TCP}, get, level, name,
+		func(val, lenAddr uint64) int64 { return c.soError(s, val, lenAddr) })
+}
+
+// sockOpts are the IP- and TCP-level options a guest set on one of the
+// machine's sockets: accepted and read back, not applied to the netstack
+// endpoint, which keeps its defaults (linux(1), DIFFERENCES).
+type sockOpts struct {
+	mu sync.Mutex
+	m  map[[2]int32]int32
+}
+
+// sockIdent is what SO_TYPE, SO_DOMAIN and SO_PROTOCOL report.
+type sockIdent struct{ typ, family, proto int32 }
+
+// sockopt serves getsockopt (get) or setsockopt of level and name on a
+// socket with options o and identity id; soError answers SO_ERROR.
+func (c *call) sockopt(o *sockOpts, id sockIdent, get bool, level, name int32, soError func(val, lenAddr uint64) int64) int64 {
 	val, lenAddr := c.args[3], c.args[4]
 	if !get {
 		if level == unix.SOL_SOCKET {
 			return -int64(unix.ENOPROTOOPT)
 		}
-		// Accepted and remembered; the netstack endpoint keeps its
-		// defaults (Nagle, keepalive) for now.
 		var b [4]byte
 		if c.args[4] >= 4 {
 			if r := c.read(val, b[:]); r < 0 {
 				return r
 			}
 		}
-		s.mu.Lock()
-		if s.tcpOpts == nil {
-			s.tcpOpts = map[[2]int32]int32{}
+		o.mu.Lock()
+		if o.m == nil {
+			o.m = map[[2]int32]int32{}
 		}
-		s.tcpOpts[[2]int32{level, name}] = int32(binary.LittleEndian.Uint32(b[:]))
-		s.mu.Unlock()
+		o.m[[2]int32{level, name}] = int32(binary.LittleEndian.Uint32(b[:]))
+		o.mu.Unlock()
 		return 0
 	}
 	var v int32
 	switch {
 	case level == unix.SOL_SOCKET && name == unix.SO_TYPE:
-		v = unix.SOCK_STREAM
+		v = id.typ
 	case level == unix.SOL_SOCKET && name == unix.SO_DOMAIN:
-		v = int32(s.family)
+		v = id.family
 	case level == unix.SOL_SOCKET && name == unix.SO_PROTOCOL:
-		v = unix.IPPROTO_TCP
+		v = id.proto
 	case level == unix.SOL_SOCKET && name == unix.SO_ERROR:
-		return c.soError(s, val, lenAddr)
+		return soError(val, lenAddr)
 	default:
-		s.mu.Lock()
-		v = s.tcpOpts[[2]int32{level, name}]
-		s.mu.Unlock()
+		o.mu.Lock()
+		v = o.m[[2]int32{level, name}]
+		o.mu.Unlock()
 	}
 	return c.putInt(val, lenAddr, v)
 }
@@ -590,7 +676,7 @@ func (c *call) soError(s *inetSock, val, lenAddr uint64) int64 {
 // inetNameTrap serves getsockname and getpeername (stopped at their
 // entry by the tracer) on a TCP socket; ok is false for any other fd.
 func (k *Kernel) inetNameTrap(t *sandbox.Task, regs *abi.Regs) (sandbox.Action, bool) {
-	if k.inet.count.Load() == 0 {
+	if k.inet.count.Load() == 0 && k.dgram.count.Load() == 0 {
 		return sandbox.Action{}, false
 	}
 	b, found, ok := k.inetNameOf(t.Tid, int(int32(regs.Rdi)), regs.OrigRax == abi.SYS_GETPEERNAME)
@@ -626,6 +712,10 @@ func (k *Kernel) inetNameOf(tid, n int, peer bool) (b []byte, found, ok bool) {
 		return nil, false, false
 	}
 	if b, ok := k.inetName(st.Ino, peer); ok || k.inet.get(st.Ino) != nil {
+		return b, true, ok
+	}
+	if ds := k.dgram.get(st.Ino); ds != nil {
+		b, ok := ds.name(peer)
 		return b, true, ok
 	}
 	// An accepted connection: its peer is the engine's socket, named
@@ -729,8 +819,10 @@ func (k *Kernel) inetName(ino uint64, peer bool) (b []byte, ok bool) {
 	if s.state == sockConnected {
 		return sockaddrOf(s.local, s.family), true
 	}
-	if s.bound != nil {
-		return sockaddrOf(*s.bound, s.family), true
+	if s.ep != nil {
+		if a, terr := s.ep.GetLocalAddress(); terr == nil {
+			return sockaddrOf(a, s.family), true
+		}
 	}
 	return sockaddrOf(tcpip.FullAddress{}, s.family), true
 }
@@ -766,26 +858,16 @@ func (c *call) sysListen(fd, backlog int) int64 {
 		return -abi.EINVAL
 	}
 	backlog = min(max(backlog, 1), 4096)
-	proto := ipv4.ProtocolNumber
-	if s.family == unix.AF_INET6 {
-		proto = ipv6.ProtocolNumber
+	if s.ep == nil {
+		if terr := s.endpointLocked(c.k); terr != nil {
+			return -int64(tcpipErrno(terr))
+		}
+		if terr := s.ep.Bind(tcpip.FullAddress{}); terr != nil {
+			return -int64(tcpipErrno(terr))
+		}
 	}
-	var wq waiter.Queue
-	ep, terr := c.k.cfg.Net.Netstack().NewEndpoint(tcp.ProtocolNumber, proto, &wq)
-	if terr != nil {
-		return -int64(tcpipErrno(terr))
-	}
-	ep.SocketOptions().SetReuseAddress(true)
-	var bind tcpip.FullAddress
-	if s.bound != nil {
-		bind = *s.bound
-	}
-	if terr := ep.Bind(bind); terr != nil {
-		ep.Close()
-		return -int64(tcpipErrno(terr))
-	}
+	ep, wq := s.ep, s.wq
 	if terr := ep.Listen(backlog); terr != nil {
-		ep.Close()
 		return -int64(tcpipErrno(terr))
 	}
 	nonblock, cloexec := c.guestFdFlags(fd)
@@ -808,12 +890,14 @@ func (c *call) sysListen(fd, backlog int) int64 {
 			unix.Close(l)
 		}
 		ep.Close()
+		s.ep, s.wq = nil, nil
 		return errno(err)
 	}
 	lf := os.NewFile(uintptr(l), "inet-listener")
 	defer lf.Close()
 	if err := c.n.AddFdAt(lf, fd, cloexec); err != nil {
 		ep.Close()
+		s.ep, s.wq = nil, nil
 		return errno(err)
 	}
 	// The guest's fd is the listener now: its socketpair is gone.
@@ -823,7 +907,7 @@ func (c *call) sysListen(fd, backlog int) int64 {
 	s.state = sockListening
 	s.local, _ = ep.GetLocalAddress()
 	c.k.inet.add(s)
-	go s.serve(c.k, ep, &wq, name)
+	go s.serve(c.k, ep, wq, name)
 	return 0
 }
 

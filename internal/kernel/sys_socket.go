@@ -89,6 +89,12 @@ func (c *call) sendmsgPath(msg uint64) int64 {
 	if h.name == 0 {
 		return continued
 	}
+	if r := c.inetSendTo(fd, h.name, int(h.namelen), func() ([]byte, int64) {
+		parts, _, r := c.readMsg(h, 65535)
+		return bytes.Join(parts, nil), r
+	}); r != continued {
+		return r
+	}
 	path, ok, r := c.unixPath(h.name, int(h.namelen))
 	if r < 0 || !ok {
 		if r < 0 {

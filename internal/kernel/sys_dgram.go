@@ -1,0 +1,366 @@
+package kernel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/umltools/umltools/internal/abi"
+	"github.com/umltools/umltools/internal/sandbox"
+)
+
+// Guest datagram sockets on the machine's network stack: UDP, ICMP echo
+// ("ping") sockets and raw ICMP sockets (what ping uses as root).
+//
+// The guest's descriptor is one end of a host SOCK_SEQPACKET socketpair,
+// which keeps message boundaries: each datagram the netstack endpoint
+// receives is one message there, and each message the guest sends on a
+// connected socket is one datagram to its peer. sendto and sendmsg with
+// an address are served by the engine (they are notified for AF_UNIX
+// paths already), as are bind and connect. The source address the
+// guest's recvfrom and recvmsg report is put there at their exit (the
+// tracer stops them when they ask for it): the peer's for a connected
+// socket, otherwise the source of the last datagram the engine passed on
+// (exact while one sender talks to the socket at a time, as DNS and ping
+// do).
+
+// dgramSock is one guest datagram socket.
+type dgramSock struct {
+	family int // AF_INET or AF_INET6
+	typ    int // SOCK_DGRAM or SOCK_RAW
+	proto  int // IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6
+	mine   *os.File
+	ino    uint64
+	ep     tcpip.Endpoint
+	wq     *waiter.Queue
+
+	mu        sync.Mutex
+	connected bool
+	lastFrom  tcpip.FullAddress
+	opts      sockOpts
+}
+
+// dgramSocks is the kernel's table of guest datagram sockets, by the
+// host inode of the guest's end (own lock: the tracer reads it).
+type dgramSocks struct {
+	mu    sync.Mutex
+	m     map[uint64]*dgramSock
+	count atomic.Int32
+	// recvs holds, by host tid, a recvfrom's or recvmsg's address
+	// buffer, length pointer and the buffer's size, noted at its entry
+	// (the host writes its own, shorter, length at the exit).
+	recvs map[int][3]uint64
+}
+
+func (t *dgramSocks) add(s *dgramSock) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[uint64]*dgramSock{}
+	}
+	t.m[s.ino] = s
+	t.count.Store(int32(len(t.m)))
+}
+
+func (t *dgramSocks) get(ino uint64) *dgramSock {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[ino]
+}
+
+func (t *dgramSocks) drop(s *dgramSock) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m[s.ino] == s {
+		delete(t.m, s.ino)
+	}
+	t.count.Store(int32(len(t.m)))
+}
+
+// dgramKind returns the netstack protocol of a guest socket(2) the
+// engine serves as a datagram socket; ok is false for the others.
+func dgramKind(domain, typ, proto int) (tcpip.TransportProtocolNumber, bool) {
+	switch {
+	case typ == unix.SOCK_DGRAM && (proto == 0 || proto == unix.IPPROTO_UDP):
+		return udp.ProtocolNumber, true
+	case domain == unix.AF_INET && (typ == unix.SOCK_DGRAM || typ == unix.SOCK_RAW) && proto == unix.IPPROTO_ICMP:
+		return icmp.ProtocolNumber4, true
+	case domain == unix.AF_INET6 && (typ == unix.SOCK_DGRAM || typ == unix.SOCK_RAW) && proto == unix.IPPROTO_ICMPV6:
+		return icmp.ProtocolNumber6, true
+	}
+	return 0, false
+}
+
+// dgramSocket makes a datagram socket for socket(2) (sysSocket checked
+// the family and the flags).
+func (c *call) dgramSocket(domain, typ, proto int, tp tcpip.TransportProtocolNumber) int64 {
+	base := typ & 0xf
+	np := ipv4.ProtocolNumber
+	if domain == unix.AF_INET6 {
+		np = ipv6.ProtocolNumber
+	}
+	st := c.k.cfg.Net.Netstack()
+	wq := new(waiter.Queue)
+	var ep tcpip.Endpoint
+	var terr tcpip.Error
+	if base == unix.SOCK_RAW {
+		if c.p.Cred.Euid != 0 {
+			return -abi.EPERM
+		}
+		ep, terr = st.NewRawEndpoint(tp, np, wq, true)
+	} else {
+		ep, terr = st.NewEndpoint(tp, np, wq)
+	}
+	if terr != nil {
+		return -int64(tcpipErrno(terr))
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		ep.Close()
+		return errno(err)
+	}
+	unix.SetNonblock(fds[0], true)
+	if typ&unix.SOCK_NONBLOCK != 0 {
+		unix.SetNonblock(fds[1], true)
+	}
+	var stt unix.Stat_t
+	if err := unix.Fstat(fds[1], &stt); err != nil {
+		ep.Close()
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return errno(err)
+	}
+	if proto == 0 {
+		proto = unix.IPPROTO_UDP
+	}
+	s := &dgramSock{family: domain, typ: base, proto: proto, mine: os.NewFile(uintptr(fds[0]), "dgram"), ino: stt.Ino, ep: ep, wq: wq}
+	c.k.dgram.add(s)
+	r := c.install(os.NewFile(uintptr(fds[1]), "dgram"), nil, typ&unix.SOCK_CLOEXEC != 0)
+	if r < 0 && r != answered {
+		c.k.dgram.drop(s)
+		s.mine.Close()
+		ep.Close()
+		return r
+	}
+	go s.in(c.k)
+	go s.out()
+	return r
+}
+
+// in passes each datagram the endpoint receives to the guest, until the
+// guest's end is closed.
+func (s *dgramSock) in(k *Kernel) {
+	we, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
+	s.wq.EventRegister(&we)
+	defer s.wq.EventUnregister(&we)
+	defer k.dgram.drop(s)
+	defer s.ep.Close()
+	for {
+		var b bytes.Buffer
+		res, terr := s.ep.Read(&b, tcpip.ReadOptions{NeedRemoteAddr: true})
+		if _, wait := terr.(*tcpip.ErrWouldBlock); wait {
+			<-ready
+			if hungUp(s.mine) {
+				return
+			}
+			continue
+		}
+		if terr != nil {
+			if _, closed := terr.(*tcpip.ErrClosedForReceive); closed {
+				return
+			}
+			continue
+		}
+		s.mu.Lock()
+		s.lastFrom = res.RemoteAddr
+		s.mu.Unlock()
+		if _, err := s.mine.Write(b.Bytes()); err != nil {
+			return // the guest closed its end
+		}
+	}
+}
+
+// out sends each message the guest writes on its end (a connected
+// socket's datagrams) to the endpoint's peer.
+func (s *dgramSock) out() {
+	buf := make([]byte, 65536)
+	for {
+		n, err := s.mine.Read(buf)
+		if err != nil || n == 0 {
+			// The guest closed its end: end in, which waits on the
+			// endpoint.
+			s.ep.Shutdown(tcpip.ShutdownRead | tcpip.ShutdownWrite)
+			s.wq.Notify(waiter.ReadableEvents)
+			s.mine.Close()
+			return
+		}
+		s.ep.Write(bytes.NewReader(buf[:n]), tcpip.WriteOptions{}) // lost without a peer, as a wire loses
+	}
+}
+
+// dgramFd returns the datagram socket that is guest fd n, or nil.
+func (c *call) dgramFd(n int) *dgramSock {
+	if c.k.dgram.count.Load() == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if c.k.statFd(c.th.Tid, n, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil
+	}
+	return c.k.dgram.get(st.Ino)
+}
+
+// dgramAddr serves bind and connect on a datagram socket.
+func (c *call) dgramAddr(s *dgramSock, b []byte, bind bool) int64 {
+	if !bind && len(b) >= 2 && binary.LittleEndian.Uint16(b) == unix.AF_UNSPEC {
+		s.ep.Disconnect()
+		s.mu.Lock()
+		s.connected = false
+		s.mu.Unlock()
+		return 0
+	}
+	a, r := sockaddrInet(b, s.family)
+	if r < 0 {
+		return r
+	}
+	if bind {
+		if terr := s.ep.Bind(a); terr != nil {
+			return -int64(tcpipErrno(terr))
+		}
+		return 0
+	}
+	if terr := s.ep.Connect(a); terr != nil {
+		return -int64(tcpipErrno(terr))
+	}
+	s.mu.Lock()
+	s.connected = true
+	s.mu.Unlock()
+	return 0
+}
+
+// dgramSendTo serves sendto and sendmsg with an address: the engine
+// sends the datagram itself.
+func (c *call) dgramSendTo(s *dgramSock, to []byte, data []byte) int64 {
+	a, r := sockaddrInet(to, s.family)
+	if r < 0 {
+		return r
+	}
+	n, terr := s.ep.Write(bytes.NewReader(data), tcpip.WriteOptions{To: &a})
+	if terr != nil {
+		return -int64(tcpipErrno(terr))
+	}
+	return n
+}
+
+// dgramName is getsockname's (peer false) or getpeername's address of s.
+func (s *dgramSock) name(peer bool) ([]byte, bool) {
+	var a tcpip.FullAddress
+	var terr tcpip.Error
+	if peer {
+		a, terr = s.ep.GetRemoteAddress()
+	} else {
+		a, terr = s.ep.GetLocalAddress()
+	}
+	if terr != nil {
+		if peer {
+			return nil, false
+		}
+		a = tcpip.FullAddress{}
+	}
+	return sockaddrOf(a, s.family), true
+}
+
+// dgramRecvTrap, at the entry of a recvfrom or recvmsg on a datagram
+// socket that asks for the source address, notes where it goes; the exit
+// writes it (dgramRecvExit).
+func (k *Kernel) dgramRecvTrap(t *sandbox.Task, regs *abi.Regs) bool {
+	if k.dgram.count.Load() == 0 {
+		return false
+	}
+	var addr, lenAddr uint64
+	switch regs.OrigRax {
+	case abi.SYS_RECVFROM:
+		addr, lenAddr = regs.R8, regs.R9
+	case abi.SYS_RECVMSG:
+		var h [16]byte
+		if _, err := t.ReadMem(regs.Rsi, h[:]); err != nil {
+			return false
+		}
+		addr, lenAddr = binary.LittleEndian.Uint64(h[:]), regs.Rsi+8
+	default:
+		return false
+	}
+	if addr == 0 || lenAddr == 0 || k.dgramOf(t.Tid, int(int32(regs.Rdi))) == nil {
+		return false
+	}
+	var l [4]byte
+	if _, err := t.ReadMem(lenAddr, l[:]); err != nil {
+		return false
+	}
+	k.dgram.mu.Lock()
+	defer k.dgram.mu.Unlock()
+	if k.dgram.recvs == nil {
+		k.dgram.recvs = map[int][3]uint64{}
+	}
+	k.dgram.recvs[t.Tid] = [3]uint64{addr, lenAddr, uint64(binary.LittleEndian.Uint32(l[:]))}
+	return true
+}
+
+// dgramRecvExit completes dgramRecvTrap.
+func (k *Kernel) dgramRecvExit(t *sandbox.Task, regs *abi.Regs) {
+	k.dgram.mu.Lock()
+	a, ok := k.dgram.recvs[t.Tid]
+	delete(k.dgram.recvs, t.Tid)
+	k.dgram.mu.Unlock()
+	if !ok || int64(regs.Rax) < 0 {
+		return
+	}
+	s := k.dgramOf(t.Tid, int(int32(regs.Rdi)))
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	from := s.lastFrom
+	s.mu.Unlock()
+	if s.connected {
+		if p, terr := s.ep.GetRemoteAddress(); terr == nil {
+			from = p
+		}
+	}
+	// The address, cut to the buffer's size at entry; the length (a
+	// socklen_t, or msghdr's 32-bit msg_namelen) says the whole size.
+	b := sockaddrOf(from, s.family)
+	t.WriteMem(a[0], b[:min(int(int32(a[2])), len(b))])
+	var l [4]byte
+	binary.LittleEndian.PutUint32(l[:], uint32(len(b)))
+	t.WriteMem(a[1], l[:])
+}
+
+// dgramOf returns the datagram socket that is fd n of host thread tid.
+func (k *Kernel) dgramOf(tid, n int) *dgramSock {
+	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
+	if err != nil {
+		return nil
+	}
+	h, err := unix.PidfdGetfd(pidfd, n, 0)
+	unix.Close(pidfd)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(h)
+	var st unix.Stat_t
+	if unix.Fstat(h, &st) != nil {
+		return nil
+	}
+	return k.dgram.get(st.Ino)
+}
