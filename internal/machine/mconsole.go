@@ -329,8 +329,9 @@ func (l lineClass) Remove(id string) error {
 	return nil
 }
 
-// ethClass is network devices: parsed with the C kernel's messages; the
-// engine's network comes with a later version.
+// ethClass is network devices: `config ethN=<transport>,...` adds one to
+// the running machine (down, as at boot), `remove ethN` takes one away
+// while it is down.
 type ethClass struct{ m *machine }
 
 func (ethClass) Name() string { return "eth" }
@@ -338,14 +339,43 @@ func (ethClass) Name() string { return "eth" }
 func (ethClass) GetConfig(string) (string, error) { return "", mconsole.ErrNoGet }
 
 func (e ethClass) Config(spec string) (string, error) {
-	eth, _, err := cmdline.ParseEthConfig(spec)
+	eth, ws, err := cmdline.ParseEthConfig(spec)
+	for _, w := range ws {
+		e.m.logf("%s", w.Msg)
+	}
 	if err != nil {
 		return "", mconsole.Errorf("%s", err.Error())
 	}
-	return "", mconsole.Errorf("eth%d: the %s transport is not implemented in this version of the engine", eth.Unit, eth.Transport)
+	if e.m.net == nil {
+		return "", mconsole.Errorf("the machine has no network")
+	}
+	if e.m.net.NIC(eth.Name()) != nil {
+		// The C kernel answers OK and logs that registering failed.
+		return "", mconsole.Errorf("Device is already configured")
+	}
+	if !e.m.addEth(e.m.net, eth) {
+		return "", mconsole.Errorf("%s: transport not opened (see the kernel log)", eth.Name())
+	}
+	return "", nil
 }
 
-func (ethClass) Remove(string) error { return mconsole.ErrNoDevice }
+func (e ethClass) Remove(n string) error {
+	name := "eth" + n
+	if e.m.net == nil {
+		return mconsole.ErrNoDevice
+	}
+	f, ok := e.m.net.Iface(name)
+	if !ok || e.m.net.NIC(name) == nil {
+		return mconsole.ErrNoDevice
+	}
+	if f.Up {
+		return mconsole.ErrDeviceBusy
+	}
+	if err := e.m.net.Remove(name); err != nil {
+		return mconsole.ErrNoDevice
+	}
+	return nil
+}
 
 // memClass is `config mem`, `config mem=±N` and `remove mem`.
 type memClass struct{ m *machine }

@@ -13,6 +13,8 @@ import (
 	"github.com/umltools/umltools/internal/cmdline"
 	"github.com/umltools/umltools/internal/fs/extfs"
 	"github.com/umltools/umltools/internal/mconsole"
+	"github.com/umltools/umltools/internal/netdev"
+	"github.com/umltools/umltools/internal/switchd"
 	"github.com/umltools/umltools/internal/ubd"
 )
 
@@ -32,6 +34,12 @@ func testMachine(t testing.TB, args ...string) *machine {
 	m := &machine{io: IO{Stderr: null}, start: time.Now(), cfg: cfg, quiet: true,
 		mounted: map[int]*extfs.FS{}, disks: make([]ubd.Device, cmdline.MaxUbd)}
 	t.Cleanup(m.closeDisks)
+	st, err := netdev.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.net = st
+	t.Cleanup(st.Close)
 	return m
 }
 
@@ -146,4 +154,41 @@ func FuzzMconsoleDatagrams(f *testing.F) {
 			t.Fatalf("after %q: version: %q", b, r.String())
 		}
 	})
+}
+
+// config ethN= adds a device to the running machine's stack, down;
+// remove takes it away while down, and refuses while up.
+func TestMconsoleEthHotplug(t *testing.T) {
+	ctl := filepath.Join(t.TempDir(), "ctl")
+	sw := switchd.New(switchd.Config{})
+	if err := sw.Listen(ctl, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	m := testMachine(t, "mem=64M")
+	_, c := serve(t, m)
+	ask := func(cmd, want string) {
+		t.Helper()
+		r, err := c.Command(cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		if got := r.String(); got != want {
+			t.Errorf("%s: %q, want %q", cmd, got, want)
+		}
+	}
+	ask("config eth1=daemon,,unix,"+ctl, "OK ")
+	if m.net.NIC("eth1") == nil {
+		t.Fatal("no eth1 in the stack")
+	}
+	ask("config eth1=daemon,,unix,"+ctl, "ERR Device is already configured")
+	ask("config eth2=daemon,,unix,"+ctl+".none", "ERR eth2: transport not opened (see the kernel log)")
+	m.net.SetUp("eth1", true)
+	ask("remove eth1", "ERR Device is currently open")
+	m.net.SetUp("eth1", false)
+	ask("remove eth1", "OK ")
+	ask("remove eth1", "ERR Device doesn't exist")
 }
