@@ -141,6 +141,44 @@ func TestNetTap(t *testing.T) {
 	}
 }
 
+// Acceptance 3, tap by uml_net: eth0=tuntap,,,10.0.10.1 makes the engine
+// run our uml_net (first on PATH), which makes a tap with the gate as its
+// host address and passes it over; the guest's address is announced with
+// `uml_net 4 add`. In a network namespace of the test's own, the guest
+// pings the gate and fetches a file from a host httpd with wget.
+func TestNetTapUmlNet(t *testing.T) {
+	testutil.NeedRoot(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		testutil.Skip(t, "no /dev/net/tun")
+	}
+	unshare := testutil.NeedCmd(t, "unshare")[0]
+	img := testutil.BusyboxImage(t)
+	dir := t.TempDir()
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "blob"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	guest := "mount -t proc proc /proc; ifconfig eth0 10.0.10.2 up || exit 1; " +
+		"ping -c 2 10.0.10.1 >/dev/null && echo PING-OK; " +
+		"wget -q -O - http://10.0.10.1:8099/blob | sha256sum | sed 's/^/GOT /'; poweroff -f"
+	host := "set -e; ip link set lo up; busybox httpd -f -p 8099 -h " + dir + " & h=$!; " +
+		"rc=0; \"$0\" \"$@\" || rc=$?; kill $h; exit $rc"
+	linux := testutil.Bin(t, "linux")
+	cmd := exec.Command(unshare, "--net", "sh", "-c", host, linux, "uml_dir="+dir+"/", "ubd0="+img, "con0=fd:0,fd:1", "con=null",
+		"eth0=tuntap,,,10.0.10.1", "init=/bin/sh", "--", "-c", guest)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(testutil.Bin(t, "uml_net"))+":"+os.Getenv("PATH"))
+	res := testutil.RunCmd(t, cmd, 2*time.Minute)
+	out := strings.ReplaceAll(res.Stdout, "\r", "")
+	if !strings.Contains(out, "PING-OK") || field(out, "GOT") != hex.EncodeToString(sum[:]) {
+		t.Fatalf("guest output:\n%s\nstderr:\n%s", out, res.Stderr)
+	}
+	if log := res.Stderr + out; !strings.Contains(log, "TUN/TAP backend - IP = 10.0.10.1") {
+		t.Errorf("no TUN/TAP banner:\n%s", log)
+	}
+}
+
 // field returns the first word after key at the start of a line of out.
 func field(out, key string) string {
 	for _, l := range strings.Split(strings.ReplaceAll(out, "\r", ""), "\n") {

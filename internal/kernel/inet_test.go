@@ -80,7 +80,9 @@ func TestProcNet(t *testing.T) {
 	if _, err := st.Add("eth0", nil, nopFrames{make(chan struct{})}); err != nil {
 		t.Fatal(err)
 	}
-	st.SetAddr4("eth0", netip.MustParsePrefix("192.168.1.7/24"))
+	if _, err := st.SetAddr4("eth0", netip.MustParsePrefix("192.168.1.7/24")); err != nil {
+		t.Fatal(err)
+	}
 	st.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("192.168.1.1"), "eth0")
 	route := string(procNetRoute(st))
 	for _, want := range []string{"eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t", "eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t"} {

@@ -140,7 +140,11 @@ func (k *Kernel) netIoctl(t *sandbox.Task, req uint32, arg uint64) (a sandbox.Ac
 			}
 			p = netip.PrefixFrom(v4.Addr(), ones)
 		}
-		if err := st.SetAddr4(name, p); err != nil {
+		out, err := st.SetAddr4(name, p)
+		if out = strings.TrimSpace(out); out != "" && k.cfg.Logf != nil {
+			k.cfg.Logf("%s", out) // uml_net's log, as the C kernel prints it
+		}
+		if err != nil {
 			return sandbox.Fail(abi.EINVAL), true
 		}
 		return sandbox.Emulate(0), true

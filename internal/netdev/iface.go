@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
@@ -76,21 +77,36 @@ func (st *Stack) SetUp(name string, up bool) error {
 
 // SetAddr4 makes p the interface's IPv4 address (replacing the one it
 // had, with its subnet route), as ifconfig's SIOCSIFADDR and
-// SIOCSIFNETMASK do.
-func (st *Stack) SetAddr4(name string, p netip.Prefix) error {
+// SIOCSIFNETMASK do. A transport that announces addresses to the host
+// (uml_net's taps) is told, and what it printed is returned.
+func (st *Stack) SetAddr4(name string, p netip.Prefix) (string, error) {
 	f, ok := st.Iface(name)
 	if !ok {
-		return fmt.Errorf("%s: no such device", name)
+		return "", fmt.Errorf("%s: no such device", name)
 	}
+	var ac AddrChanger
+	if n := st.NIC(name); n != nil {
+		ac, _ = n.frames.(AddrChanger)
+	}
+	var log strings.Builder
 	id := tcpip.NICID(f.Index)
 	for _, a := range f.Addrs {
 		if a.Addr().Is4() {
 			st.s.RemoveAddress(id, tcpip.AddrFromSlice(a.Addr().AsSlice()))
 			old := tcpip.AddressWithPrefix{Address: tcpip.AddrFromSlice(a.Addr().AsSlice()), PrefixLen: a.Bits()}.Subnet()
 			st.s.RemoveRoutes(func(r tcpip.Route) bool { return r.NIC == id && r.Destination == old && r.Gateway.Len() == 0 })
+			if ac != nil {
+				log.WriteString(ac.AddrChanged(false, a))
+			}
 		}
 	}
-	return st.addAddress(id, p)
+	if err := st.addAddress(id, p); err != nil {
+		return log.String(), err
+	}
+	if ac != nil {
+		log.WriteString(ac.AddrChanged(true, p))
+	}
+	return log.String(), nil
 }
 
 // Route is one entry of the routing table.

@@ -22,10 +22,10 @@ func TestIfconfigSequence(t *testing.T) {
 	if f, _ := st.Iface("eth0"); f.Up {
 		t.Fatal("a new device is up")
 	}
-	if err := st.SetAddr4("eth0", netip.MustParsePrefix("10.0.6.1/8")); err != nil {
+	if _, err := st.SetAddr4("eth0", netip.MustParsePrefix("10.0.6.1/8")); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.SetAddr4("eth0", netip.MustParsePrefix("10.0.6.1/24")); err != nil {
+	if _, err := st.SetAddr4("eth0", netip.MustParsePrefix("10.0.6.1/24")); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.SetUp("eth0", true); err != nil {

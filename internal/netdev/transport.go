@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -57,8 +58,19 @@ func Open(e *cmdline.Eth, mac net.HardwareAddr) (Frames, string, error) {
 		}
 		return f, "ucast backend address: " + e.Addr + ":" + strconv.Itoa(e.RPort) + " listen port: " + strconv.Itoa(e.Port), nil
 	case "tuntap":
+		banner := "TUN/TAP backend - "
+		if e.Gate != "" {
+			banner += "IP = " + e.Gate
+		}
 		if e.Dev == "" {
-			return nil, "", errors.New("tuntap: a tap made by uml_net (no device given) is not implemented yet; give an existing tap: eth0=tuntap,tap0")
+			f, text, err := umlNetTap(e.Gate)
+			if err != nil {
+				return nil, "", err
+			}
+			if text = strings.TrimSpace(text); text != "" {
+				banner += "\n" + text
+			}
+			return f, banner, nil
 		}
 		f, _, err := tuntap.Open("", e.Dev)
 		if err != nil {
@@ -76,10 +88,6 @@ func Open(e *cmdline.Eth, mac net.HardwareAddr) (Frames, string, error) {
 			return nil, "", fmt.Errorf("tuntap_open : %w", err)
 		}
 		f = os.NewFile(uintptr(fd), "tap:"+e.Dev)
-		banner := "TUN/TAP backend - "
-		if e.Gate != "" {
-			banner += "IP = " + e.Gate
-		}
 		return &tapFrames{f: f}, banner, nil
 	}
 	return nil, "", fmt.Errorf("the %s transport is not implemented in this version of the engine", e.Transport)
