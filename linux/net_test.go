@@ -245,3 +245,34 @@ print("icmp reply", a[0], p[28:] == b"umltools")`
 		t.Errorf("python: got\n%s\nwant\n%s\nstderr: %s", got, want, r.stderr)
 	}
 }
+
+// Acceptance 6: the guest's tools show the truth. busybox ip configures
+// eth0 through route netlink (address, up, MTU 1400, a default route);
+// ip, ifconfig (ioctls), route -n (/proc/net/route) and /proc/net/dev
+// then agree.
+func TestNetIfaceTools(t *testing.T) {
+	img := testutil.BusyboxImage(t)
+	ctl := filepath.Join(t.TempDir(), "ctl")
+	startSwitch(t, testutil.Bin(t, "uml_switch"), ctl)
+	script := "mount -t proc proc /proc; ip addr add 10.0.12.2/24 dev eth0 && ip link set eth0 up && ip link set eth0 mtu 1400 && " +
+		"ip route add default via 10.0.12.1 && echo CONFIGURED; echo '--ip'; ip addr show eth0; ip route; " +
+		"echo '--ifconfig'; ifconfig eth0; echo '--route'; route -n; echo '--dev'; cat /proc/net/dev; poweroff -f"
+	r := boot(t, "", time.Minute, "ubd0="+img, "con0=fd:0,fd:1", "con=null", "eth0=daemon,,unix,"+ctl, "init=/bin/sh", "--", "-c", script)
+	out := strings.ReplaceAll(r.stdout, "\r", "")
+	for _, want := range []string{
+		"CONFIGURED",
+		"eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1400",
+		"inet 10.0.12.2/24 brd 10.0.12.255 scope global eth0",
+		"10.0.12.0/24 dev eth0 scope link  src 10.0.12.2",
+		"default via 10.0.12.1 dev eth0",
+		"inet addr:10.0.12.2  Bcast:10.0.12.255  Mask:255.255.255.0",
+		"UP BROADCAST RUNNING MULTICAST  MTU:1400  Metric:1",
+		"0.0.0.0         10.0.12.1       0.0.0.0         UG    0      0        0 eth0",
+		"10.0.12.0       0.0.0.0         255.255.255.0   U     0      0        0 eth0",
+		"  eth0:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the guest's output:\n%s\nstderr:\n%s", want, out, r.stderr)
+		}
+	}
+}

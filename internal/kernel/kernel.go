@@ -144,6 +144,7 @@ type Kernel struct {
 	unix      unixNames  // AF_UNIX path bindings (sys_unix.go)
 	inet      inetSocks  // TCP sockets on the machine's network (sys_inet.go)
 	dgram     dgramSocks // its datagram sockets (sys_dgram.go)
+	nl        nlSocks    // its route netlink sockets (sys_netlink.go)
 	sysw      sysWrites  // writes to /proc/sys (proc_more.go)
 }
 

@@ -124,28 +124,17 @@ func (c *call) dgramSocket(domain, typ, proto int, tp tcpip.TransportProtocolNum
 	if terr != nil {
 		return -int64(tcpipErrno(terr))
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	mine, guest, ino, err := socketpair(unix.SOCK_SEQPACKET, typ, "dgram")
 	if err != nil {
 		ep.Close()
-		return errno(err)
-	}
-	unix.SetNonblock(fds[0], true)
-	if typ&unix.SOCK_NONBLOCK != 0 {
-		unix.SetNonblock(fds[1], true)
-	}
-	var stt unix.Stat_t
-	if err := unix.Fstat(fds[1], &stt); err != nil {
-		ep.Close()
-		unix.Close(fds[0])
-		unix.Close(fds[1])
 		return errno(err)
 	}
 	if proto == 0 {
 		proto = unix.IPPROTO_UDP
 	}
-	s := &dgramSock{family: domain, typ: base, proto: proto, mine: os.NewFile(uintptr(fds[0]), "dgram"), ino: stt.Ino, ep: ep, wq: wq}
+	s := &dgramSock{family: domain, typ: base, proto: proto, mine: mine, ino: ino, ep: ep, wq: wq}
 	c.k.dgram.add(s)
-	r := c.install(os.NewFile(uintptr(fds[1]), "dgram"), nil, typ&unix.SOCK_CLOEXEC != 0)
+	r := c.install(guest, nil, typ&unix.SOCK_CLOEXEC != 0)
 	if r < 0 && r != answered {
 		c.k.dgram.drop(s)
 		s.mine.Close()
@@ -284,7 +273,7 @@ func (s *dgramSock) name(peer bool) ([]byte, bool) {
 // socket that asks for the source address, notes where it goes; the exit
 // writes it (dgramRecvExit).
 func (k *Kernel) dgramRecvTrap(t *sandbox.Task, regs *abi.Regs) bool {
-	if k.dgram.count.Load() == 0 {
+	if k.dgram.count.Load() == 0 && k.nl.count.Load() == 0 {
 		return false
 	}
 	var addr, lenAddr uint64
@@ -300,7 +289,7 @@ func (k *Kernel) dgramRecvTrap(t *sandbox.Task, regs *abi.Regs) bool {
 	default:
 		return false
 	}
-	if addr == 0 || lenAddr == 0 || k.dgramOf(t.Tid, int(int32(regs.Rdi))) == nil {
+	if addr == 0 || lenAddr == 0 || k.recvSource(t.Tid, int(int32(regs.Rdi))) == nil {
 		return false
 	}
 	var l [4]byte
@@ -325,42 +314,45 @@ func (k *Kernel) dgramRecvExit(t *sandbox.Task, regs *abi.Regs) {
 	if !ok || int64(regs.Rax) < 0 {
 		return
 	}
-	s := k.dgramOf(t.Tid, int(int32(regs.Rdi)))
-	if s == nil {
+	src := k.recvSource(t.Tid, int(int32(regs.Rdi)))
+	if src == nil {
 		return
-	}
-	s.mu.Lock()
-	from := s.lastFrom
-	s.mu.Unlock()
-	if s.connected {
-		if p, terr := s.ep.GetRemoteAddress(); terr == nil {
-			from = p
-		}
 	}
 	// The address, cut to the buffer's size at entry; the length (a
 	// socklen_t, or msghdr's 32-bit msg_namelen) says the whole size.
-	b := sockaddrOf(from, s.family)
+	b := src()
 	t.WriteMem(a[0], b[:min(int(int32(a[2])), len(b))])
 	var l [4]byte
 	binary.LittleEndian.PutUint32(l[:], uint32(len(b)))
 	t.WriteMem(a[1], l[:])
 }
 
-// dgramOf returns the datagram socket that is fd n of host thread tid.
-func (k *Kernel) dgramOf(tid, n int) *dgramSock {
-	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
-	if err != nil {
+// recvSource returns, for fd n of host thread tid when it is one of the
+// machine's datagram or netlink sockets, what its receives report as the
+// source: the peer of a connected socket, else the last datagram's
+// source; the kernel for netlink. nil for any other fd.
+func (k *Kernel) recvSource(tid, n int) func() []byte {
+	h, ino, ok := hostSock(tid, n)
+	if !ok {
 		return nil
 	}
-	h, err := unix.PidfdGetfd(pidfd, n, 0)
-	unix.Close(pidfd)
-	if err != nil {
+	unix.Close(h)
+	if k.nl.get(ino) != nil {
+		return func() []byte { return nlSockaddr(0) }
+	}
+	s := k.dgram.get(ino)
+	if s == nil {
 		return nil
 	}
-	defer unix.Close(h)
-	var st unix.Stat_t
-	if unix.Fstat(h, &st) != nil {
-		return nil
+	return func() []byte {
+		s.mu.Lock()
+		from := s.lastFrom
+		s.mu.Unlock()
+		if s.connected {
+			if p, terr := s.ep.GetRemoteAddress(); terr == nil {
+				from = p
+			}
+		}
+		return sockaddrOf(from, s.family)
 	}
-	return k.dgram.get(st.Ino)
 }

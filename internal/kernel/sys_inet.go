@@ -182,6 +182,10 @@ func hungUp(f *os.File) bool {
 // made here when the machine has a network; everything else is the
 // host's.
 func (c *call) sysSocket(domain, typ, proto int) int64 {
+	if c.k.cfg.Net != nil && domain == unix.AF_NETLINK && proto == unix.NETLINK_ROUTE &&
+		(typ&0xf == unix.SOCK_RAW || typ&0xf == unix.SOCK_DGRAM) && typ&^(0xf|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) == 0 {
+		return c.netlinkSocket(typ)
+	}
 	if c.k.cfg.Net == nil || domain != unix.AF_INET && domain != unix.AF_INET6 {
 		return continued
 	}
@@ -194,13 +198,30 @@ func (c *call) sysSocket(domain, typ, proto int) int64 {
 	if typ&0xf != unix.SOCK_STREAM || proto != 0 && proto != unix.IPPROTO_TCP {
 		return continued
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	mine, guest, ino, err := socketpair(unix.SOCK_STREAM, typ, "inet")
 	if err != nil {
 		return errno(err)
 	}
-	// The engine's end waits in Go's poller; the guest's is blocking
-	// unless it asked otherwise (O_NONBLOCK belongs to the open file,
-	// which the guest's fd shares).
+	s := &inetSock{family: domain, mine: mine, ino: ino}
+	c.k.inet.add(s)
+	r := c.install(guest, nil, typ&unix.SOCK_CLOEXEC != 0)
+	if r < 0 && r != answered {
+		c.k.inet.drop(s)
+		s.mine.Close()
+	}
+	return r
+}
+
+// socketpair makes the host socketpair (of type kind) behind a guest
+// socket of type typ: the engine's end, which waits in Go's poller, and
+// the guest's, blocking unless typ asks otherwise (O_NONBLOCK belongs to
+// the open file, which the guest's fd shares), with the guest end's host
+// inode, the key of the kernel's socket tables.
+func socketpair(kind, typ int, name string) (mine, guest *os.File, ino uint64, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, kind|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	unix.SetNonblock(fds[0], true)
 	if typ&unix.SOCK_NONBLOCK != 0 {
 		unix.SetNonblock(fds[1], true)
@@ -209,16 +230,30 @@ func (c *call) sysSocket(domain, typ, proto int) int64 {
 	if err := unix.Fstat(fds[1], &st); err != nil {
 		unix.Close(fds[0])
 		unix.Close(fds[1])
-		return errno(err)
+		return nil, nil, 0, err
 	}
-	s := &inetSock{family: domain, mine: os.NewFile(uintptr(fds[0]), "inet"), ino: st.Ino}
-	c.k.inet.add(s)
-	r := c.install(os.NewFile(uintptr(fds[1]), "inet"), nil, typ&unix.SOCK_CLOEXEC != 0)
-	if r < 0 && r != answered {
-		c.k.inet.drop(s)
-		s.mine.Close()
+	return os.NewFile(uintptr(fds[0]), name), os.NewFile(uintptr(fds[1]), name), st.Ino, nil
+}
+
+// hostSock copies fd n of host thread tid into the engine and returns
+// the copy and its host inode, when it is a socket (the caller closes
+// h).
+func hostSock(tid, n int) (h int, ino uint64, ok bool) {
+	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
+	if err != nil {
+		return -1, 0, false
 	}
-	return r
+	h, err = unix.PidfdGetfd(pidfd, n, 0)
+	unix.Close(pidfd)
+	if err != nil {
+		return -1, 0, false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(h, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		unix.Close(h)
+		return -1, 0, false
+	}
+	return h, st.Ino, true
 }
 
 // inetFd returns the TCP socket that is guest fd n, or nil.
@@ -246,14 +281,31 @@ func (c *call) sockOf(n int) (*inetSock, *dgramSock) {
 // inetSendTo serves sendto (data at buf, size bytes) and sendmsg with an
 // AF_INET or AF_INET6 address on a datagram socket; continued for others.
 func (c *call) inetSendTo(fd int, addr uint64, n int, data func() ([]byte, int64)) int64 {
-	if c.k.dgram.count.Load() == 0 || addr == 0 || n < 2 || n > 128 {
+	if c.k.dgram.count.Load() == 0 && c.k.nl.count.Load() == 0 || addr == 0 || n < 2 || n > 128 {
 		return continued
 	}
 	b := make([]byte, n)
 	if c.read(addr, b) < 0 {
 		return continued
 	}
-	if f := binary.LittleEndian.Uint16(b); f != unix.AF_INET && f != unix.AF_INET6 {
+	f := binary.LittleEndian.Uint16(b)
+	if f == unix.AF_NETLINK {
+		s := c.nlFd(fd)
+		if s == nil {
+			return continued
+		}
+		d, r := data()
+		if r < 0 {
+			return r
+		}
+		if out := s.handle(c.k.cfg.Net, d); len(out) > 0 {
+			if _, err := s.mine.Write(out); err != nil {
+				return errno(err)
+			}
+		}
+		return int64(len(d))
+	}
+	if f != unix.AF_INET && f != unix.AF_INET6 {
 		return continued
 	}
 	_, ds := c.sockOf(fd)
@@ -334,7 +386,14 @@ func (c *call) inetAddr(fd int, addr uint64, n int, bind bool) int64 {
 	if c.read(addr, b) < 0 {
 		return continued // the host reports the fault
 	}
-	if f := binary.LittleEndian.Uint16(b); f != unix.AF_INET && f != unix.AF_INET6 && (f != unix.AF_UNSPEC || bind) {
+	f := binary.LittleEndian.Uint16(b)
+	if f == unix.AF_NETLINK {
+		if c.nlFd(fd) != nil {
+			return 0 // bound to its port id already; groups are never sent to
+		}
+		return continued
+	}
+	if f != unix.AF_INET && f != unix.AF_INET6 && (f != unix.AF_UNSPEC || bind) {
 		return continued
 	}
 	s, ds := c.sockOf(fd)
@@ -676,7 +735,7 @@ func (c *call) soError(s *inetSock, val, lenAddr uint64) int64 {
 // inetNameTrap serves getsockname and getpeername (stopped at their
 // entry by the tracer) on a TCP socket; ok is false for any other fd.
 func (k *Kernel) inetNameTrap(t *sandbox.Task, regs *abi.Regs) (sandbox.Action, bool) {
-	if k.inet.count.Load() == 0 && k.dgram.count.Load() == 0 {
+	if k.inet.count.Load() == 0 && k.dgram.count.Load() == 0 && k.nl.count.Load() == 0 {
 		return sandbox.Action{}, false
 	}
 	b, found, ok := k.inetNameOf(t.Tid, int(int32(regs.Rdi)), regs.OrigRax == abi.SYS_GETPEERNAME)
@@ -697,26 +756,23 @@ func (k *Kernel) inetNameTrap(t *sandbox.Task, regs *abi.Regs) (sandbox.Action, 
 // TCP socket of the machine's network, ok false when it has no such
 // address (no peer yet).
 func (k *Kernel) inetNameOf(tid, n int, peer bool) (b []byte, found, ok bool) {
-	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
-	if err != nil {
-		return nil, false, false
-	}
-	h, err := unix.PidfdGetfd(pidfd, n, 0)
-	unix.Close(pidfd)
-	if err != nil {
+	h, ino, isSock := hostSock(tid, n)
+	if !isSock {
 		return nil, false, false
 	}
 	defer unix.Close(h)
-	var st unix.Stat_t
-	if unix.Fstat(h, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return nil, false, false
-	}
-	if b, ok := k.inetName(st.Ino, peer); ok || k.inet.get(st.Ino) != nil {
+	if b, ok := k.inetName(ino, peer); ok || k.inet.get(ino) != nil {
 		return b, true, ok
 	}
-	if ds := k.dgram.get(st.Ino); ds != nil {
+	if ds := k.dgram.get(ino); ds != nil {
 		b, ok := ds.name(peer)
 		return b, true, ok
+	}
+	if ns := k.nl.get(ino); ns != nil {
+		if peer {
+			return nlSockaddr(0), true, true
+		}
+		return nlSockaddr(ns.pid), true, true
 	}
 	// An accepted connection: its peer is the engine's socket, named
 	// after the connection.

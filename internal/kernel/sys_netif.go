@@ -165,7 +165,10 @@ func (k *Kernel) netIoctl(t *sandbox.Task, req uint32, arg uint64) (a sandbox.Ac
 		clear(u)
 		binary.LittleEndian.PutUint32(u, uint32(f.MTU))
 	case unix.SIOCSIFMTU:
-		return sandbox.Fail(int(unix.EOPNOTSUPP)), true
+		if err := st.SetMTU(name, int(int32(binary.LittleEndian.Uint32(u)))); err != nil {
+			return sandbox.Fail(abi.EINVAL), true
+		}
+		return sandbox.Emulate(0), true
 	}
 	return putIfreq(t, arg, r[:]), true
 }
@@ -270,13 +273,7 @@ func addRoute(t *sandbox.Task, st *netdev.Stack, arg uint64, add bool) sandbox.A
 		if !via.IsValid() {
 			via = dst
 		}
-		for _, f := range st.Ifaces() {
-			for _, p := range f.Addrs {
-				if p.Contains(via) {
-					dev = f.Name
-				}
-			}
-		}
+		dev = st.IfaceFor(via)
 		if dev == "" {
 			return sandbox.Fail(int(unix.ENETUNREACH))
 		}

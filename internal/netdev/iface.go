@@ -152,3 +152,78 @@ func (st *Stack) Routes() []Route {
 	}
 	return l
 }
+
+// AddAddr adds address p to interface name (as `ip addr add`), with the
+// route to its subnet.
+func (st *Stack) AddAddr(name string, p netip.Prefix) error {
+	f, ok := st.Iface(name)
+	if !ok {
+		return fmt.Errorf("%s: no such device", name)
+	}
+	return st.addAddress(tcpip.NICID(f.Index), p)
+}
+
+// DelAddr removes address p from interface name, with its subnet route.
+func (st *Stack) DelAddr(name string, p netip.Prefix) error {
+	f, ok := st.Iface(name)
+	if !ok {
+		return fmt.Errorf("%s: no such device", name)
+	}
+	id := tcpip.NICID(f.Index)
+	if err := st.s.RemoveAddress(id, tcpip.AddrFromSlice(p.Addr().AsSlice())); err != nil {
+		return fmt.Errorf("%s: %s", p, err)
+	}
+	sub := tcpip.AddressWithPrefix{Address: tcpip.AddrFromSlice(p.Addr().AsSlice()), PrefixLen: p.Bits()}.Subnet()
+	st.s.RemoveRoutes(func(r tcpip.Route) bool { return r.NIC == id && r.Destination == sub && r.Gateway.Len() == 0 })
+	return nil
+}
+
+// SetMTU sets interface name's MTU (the IP payload size of its frames).
+func (st *Stack) SetMTU(name string, mtu int) error {
+	f, ok := st.Iface(name)
+	if !ok {
+		return fmt.Errorf("%s: no such device", name)
+	}
+	if mtu < 68 || mtu > 65535 {
+		return fmt.Errorf("%s: MTU %d out of range", name, mtu)
+	}
+	link := mtu
+	if !f.Loopback {
+		link += 14 // the Ethernet header: the device's own MTU counts it
+	}
+	if err := st.s.SetNICMTU(tcpip.NICID(f.Index), uint32(link)); err != nil {
+		return fmt.Errorf("%s: %s", name, err)
+	}
+	return nil
+}
+
+// DelRoute removes the routes to dst (through gw when valid).
+func (st *Stack) DelRoute(dst netip.Prefix, gw netip.Addr) bool {
+	n := len(st.s.GetRouteTable())
+	st.s.RemoveRoutes(func(r tcpip.Route) bool {
+		id := r.Destination.ID()
+		a, _ := netip.AddrFromSlice(id.AsSlice())
+		if netip.PrefixFrom(a, r.Destination.Prefix()) != dst.Masked() {
+			return false
+		}
+		if !gw.IsValid() {
+			return true
+		}
+		g, _ := netip.AddrFromSlice(r.Gateway.AsSlice())
+		return g == gw
+	})
+	return len(st.s.GetRouteTable()) < n
+}
+
+// IfaceFor returns the interface with an address whose subnet holds a,
+// "" when none has.
+func (st *Stack) IfaceFor(a netip.Addr) string {
+	for _, f := range st.Ifaces() {
+		for _, p := range f.Addrs {
+			if p.Contains(a) {
+				return f.Name
+			}
+		}
+	}
+	return ""
+}
