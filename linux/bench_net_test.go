@@ -107,4 +107,3 @@ func benchNetMs(out string) (float64, error) {
 	}
 	return ms, nil
 }
-
