@@ -276,3 +276,45 @@ func TestNetIfaceTools(t *testing.T) {
 		}
 	}
 }
+
+// Acceptance 7: malformed network options get the C kernel's messages
+// (tested one by one in internal/cmdline) and the machine still boots;
+// so do devices whose transport cannot open.
+func TestNetBadOptions(t *testing.T) {
+	img := testutil.BusyboxImage(t)
+	missing := filepath.Join(t.TempDir(), "no-switch")
+	args := []string{"ubd0=" + img, "con0=fd:0,fd:1", "con=null",
+		"eth0=tuntap,tap0,,,x", "eth1=ethertap", "eth2=daemon,,inet", "eth3=mcast,,,x", "eth4=mcast,,,1,1x",
+		"eth5=ucast,,a,p", "eth6=ucast,,a,1,2,3", "eth7=vde,,,,,9", "eth8=pcap,,,bad", "eth9=foo",
+		"ethx=daemon", "eth10", "eth11=daemon,,unix," + missing, "eth12=daemon,zz:zz,unix," + missing,
+		"vec0:transport=nope", "vecx:transport=tap", "vec1=tap",
+		"init=/bin/sh", "--", "-c", "echo BOOTED; ifconfig -a | grep -c Link; poweroff -f"}
+	r := boot(t, "", time.Minute, args...)
+	log := r.stdout + r.stderr
+	for _, want := range []string{
+		"tap_setup_common - Extra garbage on specification : 'x'",
+		"ethertap_setup : Missing tap device name",
+		"daemon_setup : unknown socket type 'inet' (only unix is supported)",
+		"mcast_setup - Bad port : 'x'",
+		"mcast_setup - Bad ttl : '1x'",
+		"ucast_setup - Bad listen port : 'p'",
+		"ucast_setup - Extra garbage on specification : '3'",
+		"vde_setup - Bad mode : '9'",
+		"pcap_setup : bad option - 'bad'",
+		"eth9: unknown transport 'foo'",
+		"eth_setup - Couldn't parse 'x=daemon' : Bad device number",
+		"eth_setup - Couldn't parse '10' : Expected '=' after device number",
+		"eth11: daemon_open : control connect failed, errno = 2 (" + missing + ": no such file or directory)",
+		"setup_etheraddr: failed to parse 'zz:zz' as an ethernet address",
+		"vector_setup - Couldn't parse 'x' : Bad device number",
+		"vector_setup - Couldn't parse '1=tap' : Expected ':' after device number",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("no %q in the boot log:\n%s", want, log)
+		}
+	}
+	// Only lo is up (every eth device failed): ifconfig -a shows one.
+	if !hasLine(r.stdout, "BOOTED") || !hasLine(r.stdout, "1") {
+		t.Errorf("the machine did not boot to its shell with lo alone:\n%s", r.stdout)
+	}
+}

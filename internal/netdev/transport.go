@@ -39,7 +39,7 @@ func Open(e *cmdline.Eth, mac net.HardwareAddr) (Frames, string, error) {
 		if err != nil {
 			var errno syscall.Errno
 			if errors.As(err, &errno) {
-				return nil, "", fmt.Errorf("daemon_open : control connect failed, errno = %d: %w", int(errno), err)
+				return nil, "", fmt.Errorf("daemon_open : control connect failed, errno = %d (%s: %w)", int(errno), e.Ctl, errno)
 			}
 			return nil, "", fmt.Errorf("daemon_open : %w", err)
 		}
