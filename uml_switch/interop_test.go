@@ -152,6 +152,12 @@ func runLAN(t *testing.T, ctl string, watch bool) lanResult {
 	}
 	ms = append(ms, boot("a", 1, 2), boot("b", 2, 1))
 	for _, m := range ms {
+		// Reaching init, or booted again when the C kernel failed its
+		// own boot under load (testutil's bootAgain): the others wait
+		// for it meanwhile.
+		m.WaitOutput(t, "as init process", 120*time.Second)
+	}
+	for _, m := range ms {
 		if _, ok := m.Wait(120 * time.Second); !ok {
 			t.Fatalf("machine %s did not power off; output:\n%s", m.Umid, tailStr(m.Output()))
 		}
