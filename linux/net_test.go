@@ -108,8 +108,21 @@ func TestNetWithCKernel(t *testing.T) {
 // Acceptance 3, fixed tap: tap0 at 10.0.9.1 is made by the test, and the
 // guest is eth0=tuntap,tap0.
 func TestNetTap(t *testing.T) {
-	tapTest(t, "eth0=tuntap,tap0", "10.0.9",
+	tapTest(t, "eth0=tuntap,tap0", "eth0", "10.0.9",
 		"ip tuntap add tap0 mode tap; ip addr add 10.0.9.1/24 dev tap0; ip link set tap0 up; ")
+}
+
+// Acceptance 4: vector devices on a tap (vec0:transport=tap) and on a
+// veth pair's far end (vec0:transport=raw, a packet socket).
+func TestNetVector(t *testing.T) {
+	t.Run("tap", func(t *testing.T) {
+		tapTest(t, "vec0:transport=tap,ifname=vtap0,depth=128", "vec0", "10.0.14",
+			"ip tuntap add vtap0 mode tap; ip addr add 10.0.14.1/24 dev vtap0; ip link set vtap0 up; ")
+	})
+	t.Run("raw", func(t *testing.T) {
+		tapTest(t, "vec0:transport=raw,ifname=veth1", "vec0", "10.0.15",
+			"ip link add veth0 type veth peer name veth1; ip addr add 10.0.15.1/24 dev veth0; ip link set veth0 up; ip link set veth1 up; ")
+	})
 }
 
 // Acceptance 3, tap by uml_net: eth0=tuntap,,,10.0.10.1 makes the engine
@@ -117,14 +130,15 @@ func TestNetTap(t *testing.T) {
 // host address and passes it over; the guest's address is announced with
 // `uml_net 4 add`.
 func TestNetTapUmlNet(t *testing.T) {
-	tapTest(t, "eth0=tuntap,,,10.0.10.1", "10.0.10", "")
+	tapTest(t, "eth0=tuntap,,,10.0.10.1", "eth0", "10.0.10", "")
 }
 
-// tapTest runs the guest with device eth in a network namespace of its
-// own where setup made the host's end net3.1 (unless the engine's
-// uml_net does): the guest, at net3.2, pings net3.1 and fetches a file
-// from a host busybox httpd there with wget, sha256 equal.
-func tapTest(t *testing.T, eth, net3, setup string) {
+// tapTest runs the guest with device option opt (its device dev) in a
+// network namespace of its own where setup made the host's end net3.1
+// (unless the engine's uml_net does): the guest, at net3.2, pings net3.1
+// and fetches a file from a host busybox httpd there with wget, sha256
+// equal.
+func tapTest(t *testing.T, opt, dev, net3, setup string) {
 	testutil.NeedRoot(t)
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		testutil.Skip(t, "no /dev/net/tun")
@@ -138,21 +152,21 @@ func tapTest(t *testing.T, eth, net3, setup string) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(data)
-	guest := "mount -t proc proc /proc; ifconfig eth0 " + net3 + ".2 netmask 255.255.255.0 up || exit 1; " +
+	guest := "mount -t proc proc /proc; ifconfig " + dev + " " + net3 + ".2 netmask 255.255.255.0 up || exit 1; " +
 		"ping -c 2 " + net3 + ".1 >/dev/null && echo PING-OK; " +
 		"wget -q -O - http://" + net3 + ".1:8099/blob | sha256sum | sed 's/^/GOT /'; poweroff -f"
 	host := "set -e; ip link set lo up; " + setup + "busybox httpd -f -p 8099 -h " + dir + " & h=$!; " +
 		"rc=0; \"$0\" \"$@\" || rc=$?; kill $h; exit $rc"
 	cmd := exec.Command(unshare, "--net", "sh", "-c", host, testutil.Bin(t, "linux"), "uml_dir="+dir+"/", "ubd0="+img,
-		"con0=fd:0,fd:1", "con=null", eth, "init=/bin/sh", "--", "-c", guest)
+		"con0=fd:0,fd:1", "con=null", opt, "init=/bin/sh", "--", "-c", guest)
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(testutil.Bin(t, "uml_net"))+":"+os.Getenv("PATH"))
 	res := testutil.RunCmd(t, cmd, 2*time.Minute)
 	out := strings.ReplaceAll(res.Stdout, "\r", "")
 	if !strings.Contains(out, "PING-OK") || field(out, "GOT") != hex.EncodeToString(sum[:]) {
 		t.Fatalf("guest output:\n%s\nstderr:\n%s", out, res.Stderr)
 	}
-	if log := res.Stderr + out; !strings.Contains(log, "TUN/TAP backend - ") {
-		t.Errorf("no TUN/TAP banner:\n%s", log)
+	if log := res.Stderr + out; !strings.Contains(log, "TUN/TAP backend - ") && !strings.Contains(log, "vector ") {
+		t.Errorf("no transport banner:\n%s", log)
 	}
 }
 

@@ -18,9 +18,30 @@ func (m *machine) startNet() (*netdev.Stack, error) {
 		m.addEth(st, e)
 	}
 	for _, v := range m.cfg.Vec {
-		m.errorf("vec%d: the %s transport is not implemented in this version of the engine; interface skipped", v.Unit, v.Transport)
+		m.addVec(st, v)
 	}
 	return st, nil
+}
+
+// addVec opens vector device v's transport and adds it to the stack as
+// vecN.
+func (m *machine) addVec(st *netdev.Stack, v *cmdline.Vec) bool {
+	mac := v.MAC
+	if mac == nil {
+		mac = netdev.RandomMAC()
+	}
+	f, banner, err := netdev.OpenVec(v)
+	if err != nil {
+		m.errorf("%s: %v", v.Name(), err)
+		return false
+	}
+	if _, err := st.Add(v.Name(), mac, f); err != nil {
+		f.Close()
+		m.errorf("%s: %v", v.Name(), err)
+		return false
+	}
+	m.logf("%s (%s): %s", v.Name(), mac, banner)
+	return true
 }
 
 // addEth opens device e's transport and adds it to the stack.

@@ -120,6 +120,9 @@ func (st *Stack) Add(name string, mac net.HardwareAddr, f Frames) (*NIC, error) 
 	}
 	n := &NIC{ID: st.next, Name: name, MAC: mac, st: st, frames: f,
 		link: channel.New(256, MTU+header.EthernetMinimumSize, tcpip.LinkAddress(mac))}
+	if c, ok := f.(interface{ TrustsChecksums() bool }); ok && c.TrustsChecksums() {
+		n.link.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
+	}
 	if err := st.s.CreateNICWithOptions(n.ID, ethernet.New(n.link), stack.NICOptions{Name: name}); err != nil {
 		return nil, fmt.Errorf("netstack: %s: %s", name, err)
 	}
@@ -227,7 +230,7 @@ func (n *NIC) send(ctx context.Context) {
 // receive moves the transport's frames into the stack.
 func (n *NIC) receive() {
 	defer n.done.Done()
-	buf := make([]byte, 65536)
+	buf := make([]byte, 1<<17) // a GSO frame from a packet socket: up to 64 KiB of IP, and its headers
 	for {
 		k, err := n.frames.ReadFrame(buf)
 		if err != nil {
