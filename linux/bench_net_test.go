@@ -42,7 +42,7 @@ func TestBenchNet(t *testing.T) {
 	img := testutil.BusyboxImage(t)
 	dir := t.TempDir()
 	ctl := filepath.Join(dir, "ctl")
-	startSwitch(t, testutil.Bin(t, "uml_switch"), ctl)
+	testutil.StartSwitch(t, testutil.Bin(t, "uml_switch"), ctl)
 	eth := "eth0=daemon,,unix," + ctl
 
 	// Ours: two engines, each with its own copy of the image.

@@ -4,36 +4,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/umltools/umltools/internal/testutil"
 )
-
-// startSwitch runs a uml_switch binary on ctl until the test ends.
-func startSwitch(t *testing.T, bin, ctl string) {
-	t.Helper()
-	cmd := exec.Command(bin, "-unix", ctl)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("unix", ctl); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no control socket %s", bin, ctl)
-		}
-	}
-}
 
 // The network issue's acceptances 1 and 2: our engine's guest and a C
 // kernel on one switch (ours, then Debian's), then on one multicast
@@ -52,7 +31,7 @@ func TestNetWithCKernel(t *testing.T) {
 	}{
 		{"our-switch", func(t *testing.T) (string, string) {
 			ctl := filepath.Join(t.TempDir(), "ctl")
-			startSwitch(t, testutil.Bin(t, "uml_switch"), ctl)
+			testutil.StartSwitch(t, testutil.Bin(t, "uml_switch"), ctl)
 			return "daemon,,unix," + ctl, "daemon,,unix," + ctl
 		}},
 		{"c-switch", func(t *testing.T) (string, string) {
@@ -60,7 +39,7 @@ func TestNetWithCKernel(t *testing.T) {
 				testutil.Skip(t, "/usr/bin/uml_switch not installed")
 			}
 			ctl := filepath.Join(t.TempDir(), "ctl")
-			startSwitch(t, "/usr/bin/uml_switch", ctl)
+			testutil.StartSwitch(t, "/usr/bin/uml_switch", ctl)
 			return "daemon,,unix," + ctl, "daemon,,unix," + ctl
 		}},
 		{"mcast", func(t *testing.T) (string, string) {
@@ -267,7 +246,7 @@ print("icmp reply", a[0], p[28:] == b"umltools")`
 func TestNetIfaceTools(t *testing.T) {
 	img := testutil.BusyboxImage(t)
 	ctl := filepath.Join(t.TempDir(), "ctl")
-	startSwitch(t, testutil.Bin(t, "uml_switch"), ctl)
+	testutil.StartSwitch(t, testutil.Bin(t, "uml_switch"), ctl)
 	script := "mount -t proc proc /proc; ip addr add 10.0.12.2/24 dev eth0 && ip link set eth0 up && ip link set eth0 mtu 1400 && " +
 		"ip route add default via 10.0.12.1 && echo CONFIGURED; echo '--ip'; ip addr show eth0; ip route; " +
 		"echo '--ifconfig'; ifconfig eth0; echo '--route'; route -n; echo '--dev'; cat /proc/net/dev; poweroff -f"

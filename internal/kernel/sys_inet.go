@@ -45,16 +45,15 @@ type inetSock struct {
 	mine   *os.File // the engine's end of the socketpair
 	ino    uint64   // the guest end's host inode: the table's key
 
-	mu       sync.Mutex
-	state    int           // sockIdle, sockConnecting, sockConnected, sockFailed
-	err      syscall.Errno // the failed connect's error, until SO_ERROR reads it
-	done     chan struct{} // closed when a connect ends
-	local    tcpip.FullAddress
-	peer     tcpip.FullAddress
-	ep       tcpip.Endpoint // made at the first bind, connect or listen
-	wq       *waiter.Queue  // ep's
-	opts     sockOpts
-	finished bool // the connection is over: out of the table
+	mu    sync.Mutex
+	state int           // sockIdle, sockConnecting, sockConnected, sockFailed
+	err   syscall.Errno // the failed connect's error, until SO_ERROR reads it
+	done  chan struct{} // closed when a connect ends
+	local tcpip.FullAddress
+	peer  tcpip.FullAddress
+	ep    tcpip.Endpoint // made at the first bind, connect or listen
+	wq    *waiter.Queue  // ep's
+	opts  sockOpts
 }
 
 const (
@@ -450,7 +449,7 @@ func (c *call) inetConnect(fd int, s *inetSock, a tcpip.FullAddress) int64 {
 	ep, wq := s.ep, s.wq
 	s.mu.Unlock()
 	go s.connect(c.k, ep, wq, a)
-	if c.guestNonblock(fd) {
+	if nonblock, _ := c.guestFdFlags(fd); nonblock {
 		return -int64(unix.EINPROGRESS)
 	}
 	later, tid := c.n.Detach(), c.th.Tid
@@ -477,17 +476,6 @@ func (c *call) inetConnect(fd int, s *inetSock, a tcpip.FullAddress) int64 {
 		}
 	})
 	return answered
-}
-
-// guestNonblock reports whether guest fd n is in non-blocking mode.
-func (c *call) guestNonblock(n int) bool {
-	h, err := c.takeGuestFd(n)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(h)
-	fl, err := unix.FcntlInt(uintptr(h), unix.F_GETFL, 0)
-	return err == nil && fl&unix.O_NONBLOCK != 0
 }
 
 // connectTimeout bounds a connect, about Linux's with its default SYN
@@ -569,9 +557,6 @@ func (s *inetSock) pump(k *Kernel, conn *gonet.TCPConn) {
 	wg.Wait()
 	conn.Close()
 	s.mine.Close()
-	s.mu.Lock()
-	s.finished = true
-	s.mu.Unlock()
 	k.inet.drop(s)
 }
 

@@ -117,13 +117,8 @@ func (k *Kernel) unixTrapExit(t *sandbox.Task, regs *abi.Regs) {
 // sockName returns the host's name for guest fd n of host thread tid
 // (getsockname or getpeername, by nr), "" when there is none.
 func sockName(tid, n int, nr uintptr) string {
-	pidfd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
-	if err != nil {
-		return ""
-	}
-	defer unix.Close(pidfd)
-	s, err := unix.PidfdGetfd(pidfd, n, 0)
-	if err != nil {
+	s, _, ok := hostSock(tid, n)
+	if !ok {
 		return ""
 	}
 	defer unix.Close(s)

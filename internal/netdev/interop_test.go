@@ -5,13 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,21 +27,7 @@ func startCSwitch(t *testing.T, ctl string) {
 	if _, err := os.Stat(bin); err != nil {
 		testutil.Skip(t, "uml-utilities (C uml_switch) not installed")
 	}
-	cmd := exec.Command(bin, "-unix", ctl)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("unix", ctl); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no control socket %s", bin, ctl)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.StartSwitch(t, bin, ctl)
 }
 
 // startOurSwitch runs our switch in the test process on ctl.

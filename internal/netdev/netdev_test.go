@@ -18,7 +18,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/umltools/umltools/internal/cmdline"
-	"github.com/umltools/umltools/internal/switchd"
 )
 
 // wire is one end of an in-memory Ethernet cable.
@@ -157,14 +156,7 @@ func TestLoopback(t *testing.T) {
 // command line gives it.
 func TestDaemonTransport(t *testing.T) {
 	ctl := filepath.Join(t.TempDir(), "ctl")
-	sw := switchd.New(switchd.Config{})
-	if err := sw.Listen(ctl, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := sw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sw.Close()
+	startOurSwitch(t, ctl)
 	var stacks []*Stack
 	for i, addr := range []string{"10.0.1.1/24", "10.0.1.2/24"} {
 		e, _, err := cmdline.ParseEth(i, "daemon,,unix,"+ctl)
