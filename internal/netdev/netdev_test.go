@@ -180,7 +180,11 @@ func TestDaemonTransport(t *testing.T) {
 func TestOpenErrors(t *testing.T) {
 	for _, tc := range []struct{ spec, want string }{
 		{"daemon,,unix," + filepath.Join(t.TempDir(), "none"), "daemon_open : control connect failed, errno = 2"},
-		{"slirp", "the slirp transport is not implemented"},
+		{"slirp,,/usr/bin/slirp,-P", "slirp_open : running a slirp command (/usr/bin/slirp -P) is not implemented"},
+		{"slirp,,hostfwd=tcp:1-:80", "slirp_open : hostfwd \"tcp:1-:80\": host side: no port"},
+		{"slirp,,net=10.0.0.0/30", "slirp_open : net=10.0.0.0/30: want an IPv4 network"},
+		{"slirp,,resolver=x", "slirp_open : resolver=x: want an address"},
+		{"vde", "the vde transport is not implemented"},
 	} {
 		e, _, err := cmdline.ParseEth(0, tc.spec)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/umltools/umltools/internal/cmdline"
 	"github.com/umltools/umltools/internal/switchd"
 	"github.com/umltools/umltools/internal/tuntap"
+	"github.com/umltools/umltools/internal/usernet"
 )
 
 // Frames is a transport: a host channel that carries whole Ethernet
@@ -77,6 +78,20 @@ func Open(e *cmdline.Eth, mac net.HardwareAddr) (Frames, string, error) {
 			return nil, "", fmt.Errorf("tuntap_open : %w", err)
 		}
 		return f, banner, nil
+	case "slirp":
+		if !usernet.IsOptions(e.SlirpArgv) {
+			return nil, "", fmt.Errorf("slirp_open : running a slirp command (%s) is not implemented in this version of the engine; "+
+				"eth%d=slirp without one is the built-in user-mode NAT", strings.Join(e.SlirpArgv, " "), e.Unit)
+		}
+		cfg, err := usernet.Options(e.SlirpArgv)
+		if err != nil {
+			return nil, "", fmt.Errorf("slirp_open : %w", err)
+		}
+		n, err := usernet.New(cfg)
+		if err != nil {
+			return nil, "", fmt.Errorf("slirp_open : %w", err)
+		}
+		return n, n.Banner(), nil
 	}
 	return nil, "", fmt.Errorf("the %s transport is not implemented in this version of the engine", e.Transport)
 }

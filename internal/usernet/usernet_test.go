@@ -1,0 +1,321 @@
+package usernet_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+
+	"github.com/umltools/umltools/internal/netdev"
+	"github.com/umltools/umltools/internal/usernet"
+)
+
+// guest is a machine's stack on a NAT, configured as DHCP would.
+func guest(t *testing.T, cfg usernet.Config) (*netdev.Stack, *usernet.Net) {
+	t.Helper()
+	n, err := usernet.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := netdev.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(); n.Close() })
+	if _, err := st.Add("eth0", nil, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetUp("eth0", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAddr("eth0", netip.MustParsePrefix("10.0.2.15/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("10.0.2.2"), "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	return st, n
+}
+
+func full(a string, port uint16) tcpip.FullAddress {
+	return tcpip.FullAddress{Addr: tcpip.AddrFromSlice(netip.MustParseAddr(a).AsSlice()), Port: port}
+}
+
+// The gateway is the host's loopback: a guest connection to 10.0.2.2:P
+// reaches a host server on 127.0.0.1:P, both ways, with half closes.
+func TestGatewayIsHostLoopback(t *testing.T) {
+	st, _ := guest(t, usernet.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(c) // until the guest's half close
+		c.Write(bytes.ToUpper(b))
+		c.Close()
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	c, err := gonet.DialTCP(st.Netstack(), full("10.0.2.2", port), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := bytes.Repeat([]byte("hello over the nat "), 20000)
+	go func() { c.Write(msg); c.CloseWrite() }()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, bytes.ToUpper(msg)) {
+		t.Fatalf("got %d bytes (%v), want %d", len(got), err, len(msg))
+	}
+}
+
+// A closed host port refuses the guest's connection.
+func TestRefused(t *testing.T) {
+	st, _ := guest(t, usernet.Config{})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	_, err := gonet.DialTCP(st.Netstack(), full("10.0.2.2", port), ipv4.ProtocolNumber)
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("dial a closed port: %v", err)
+	}
+}
+
+// The DNS proxy at 10.0.2.3:53 passes questions to the upstream
+// resolver and its answers back.
+func TestDNSProxy(t *testing.T) {
+	up, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	go func() {
+		b := make([]byte, 512)
+		for {
+			k, from, err := up.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			up.WriteTo(append([]byte("answer:"), b[:k]...), from)
+		}
+	}()
+	st, _ := guest(t, usernet.Config{Upstream: up.LocalAddr().(*net.UDPAddr).AddrPort()})
+	to := full("10.0.2.3", 53)
+	c, err := gonet.DialUDP(st.Netstack(), nil, &to, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 2; i++ {
+		c.Write([]byte("question"))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, 512)
+		k, err := c.Read(b)
+		if err != nil || string(b[:k]) != "answer:question" {
+			t.Fatalf("read %q, %v", b[:k], err)
+		}
+	}
+	// Another port of the proxy's address goes nowhere.
+	to.Port = 54
+	c2, _ := gonet.DialUDP(st.Netstack(), nil, &to, ipv4.ProtocolNumber)
+	defer c2.Close()
+	c2.Write([]byte("question"))
+	c2.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if k, err := c2.Read(make([]byte, 64)); err == nil {
+		t.Errorf("port 54 of the DNS address answered %d bytes", k)
+	}
+}
+
+// Host forwards, TCP and UDP, on a port the host picks, added at start
+// and at run time, and removed.
+func TestForwards(t *testing.T) {
+	fwd, err := usernet.ParseForward("tcp:127.0.0.1:0-:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, n := guest(t, usernet.Config{Forwards: []usernet.Forward{fwd}})
+	ln, err := gonet.ListenTCP(st.Netstack(), tcpip.FullAddress{Port: 80}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("from the guest, to " + c.RemoteAddr().String()))
+			c.Close()
+		}
+	}()
+	fs := n.Forwards()
+	if len(fs) != 1 || fs[0].Host.Port() == 0 {
+		t.Fatalf("forwards %v", fs)
+	}
+	c, err := net.Dial("tcp", fs[0].Host.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	c.Close()
+	if !strings.HasPrefix(string(b), "from the guest, to 10.0.2.2:") {
+		t.Fatalf("read %q, %v", b, err)
+	}
+
+	// UDP, at run time.
+	u, _ := usernet.ParseForward("udp:127.0.0.1:0-10.0.2.15:5353")
+	if err := n.AddForward(u); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.AddForward(fs[0]); !errors.Is(err, usernet.ErrForwardExists) && !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("the same host port twice: %v", err)
+	}
+	gu, err := gonet.DialUDP(st.Netstack(), &tcpip.FullAddress{Port: 5353}, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gu.Close()
+	go func() {
+		b := make([]byte, 100)
+		for {
+			k, from, err := gu.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			gu.WriteTo(bytes.ToUpper(b[:k]), from)
+		}
+	}()
+	var uh usernet.Forward
+	for _, f := range n.Forwards() {
+		if f.UDP {
+			uh = f
+		}
+	}
+	hc, err := net.Dial("udp", uh.Host.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	hc.Write([]byte("ping"))
+	hc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b = make([]byte, 100)
+	k, err := hc.Read(b)
+	if err != nil || string(b[:k]) != "PING" {
+		t.Fatalf("udp forward: %q %v", b[:k], err)
+	}
+
+	if err := n.RemoveForward(fs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("tcp", fs[0].Host.String()); err == nil {
+		c.Close()
+		t.Errorf("the removed forward still listens")
+	}
+	if err := n.RemoveForward(fs[0]); err == nil {
+		t.Errorf("removed twice")
+	}
+}
+
+func TestParseForward(t *testing.T) {
+	for _, tc := range []struct{ in, out, err string }{
+		{"tcp:127.0.0.1:8080-:80", "tcp:127.0.0.1:8080-:80", ""},
+		{"udp::5353-10.0.2.15:53", "udp::5353-10.0.2.15:53", ""},
+		{":2222-:22", "tcp::2222-:22", ""},
+		{"tcp:[::1]:8080-[fec0::15]:80", "tcp:[::1]:8080-[fec0::15]:80", ""},
+		{"tcp:127.0.0.1:8080", "", "want [tcp|udp]"},
+		{"tcp:127.0.0.1:x-:80", "", "bad port"},
+		{"tcp:127.0.0.1:80-:0", "", "bad port"},
+		{"tcp:127.0.0.1:80-:65536", "", "bad port"},
+		{"tcp:nohost:80-:80", "", "bad address"},
+		{"tcp:80-:80", "", "no port"},
+	} {
+		f, err := usernet.ParseForward(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: err %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || f.String() != tc.out {
+			t.Errorf("%q: %q, %v; want %q", tc.in, f, err, tc.out)
+		}
+	}
+}
+
+func TestHostResolver(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "resolv.conf")
+	os.WriteFile(p, []byte("# x\nsearch example\nnameserver bogus\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n"), 0o644)
+	if got := usernet.HostResolver(p); got.String() != "192.0.2.53:53" {
+		t.Errorf("got %v", got)
+	}
+	if got := usernet.HostResolver(filepath.Join(dir, "none")); got.String() != "127.0.0.1:53" {
+		t.Errorf("no file: %v", got)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, c := range []usernet.Config{
+		{Guest: netip.MustParseAddr("10.9.9.9")},
+		{DNS: netip.MustParseAddr("10.0.2.2")},
+		{Net: netip.MustParsePrefix("10.0.0.0/31")},
+	} {
+		if n, err := usernet.New(c); err == nil {
+			n.Close()
+			t.Errorf("%+v: no error", c)
+		}
+	}
+}
+
+func TestOptions(t *testing.T) {
+	for _, tc := range []struct {
+		argv []string
+		is   bool
+	}{
+		{[]string{"slirp"}, true},
+		{[]string{"hostfwd=tcp::80-:80", "resolver=127.0.0.1"}, true},
+		{[]string{"/usr/bin/slirp"}, false},
+		{[]string{"slirp", "-P"}, false},
+		{[]string{"hostfwd=tcp::80-:80", "tty"}, false},
+		{[]string{"env=x"}, false},
+		{nil, false},
+	} {
+		if got := usernet.IsOptions(tc.argv); got != tc.is {
+			t.Errorf("IsOptions(%q) = %v", tc.argv, got)
+		}
+	}
+	c, err := usernet.Options([]string{"net=10.9.8.0/24", "resolver=[::1]:5353", "hostfwd=udp::5353-:53", "hostfwd=:2222-:22"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Net.String() != "10.9.8.0/24" || c.Gateway.String() != "10.9.8.2" || c.DNS.String() != "10.9.8.3" || c.Guest.String() != "10.9.8.15" ||
+		c.Upstream.String() != "[::1]:5353" || len(c.Forwards) != 2 || c.Forwards[1].String() != "tcp::2222-:22" {
+		t.Errorf("options: %+v", c)
+	}
+	if c, _ := usernet.Options([]string{"resolver=192.0.2.1"}); c.Upstream.String() != "192.0.2.1:53" {
+		t.Errorf("resolver without a port: %v", c.Upstream)
+	}
+	for _, bad := range []string{"net=10.0.0.0/28", "net=fec0::/64", "resolver=nohost", "hostfwd=x", "bogus=1"} {
+		if _, err := usernet.Options([]string{bad}); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}
