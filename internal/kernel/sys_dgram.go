@@ -20,7 +20,8 @@ import (
 )
 
 // Guest datagram sockets on the machine's network stack: UDP, ICMP echo
-// ("ping") sockets and raw ICMP sockets (what ping uses as root).
+// ("ping") sockets, raw ICMP sockets (what ping uses as root) and packet
+// sockets (AF_PACKET, SOCK_DGRAM and SOCK_RAW, as root: DHCP clients).
 //
 // The guest's descriptor is one end of a host SOCK_SEQPACKET socketpair,
 // which keeps message boundaries: each datagram the netstack endpoint
@@ -113,7 +114,13 @@ func (c *call) dgramSocket(domain, typ, proto int, tp tcpip.TransportProtocolNum
 	wq := new(waiter.Queue)
 	var ep tcpip.Endpoint
 	var terr tcpip.Error
-	if base == unix.SOCK_RAW {
+	if domain == unix.AF_PACKET {
+		// proto is an EtherType in network order (0: none until bind).
+		if c.p.Cred.Euid != 0 {
+			return -abi.EPERM
+		}
+		ep, terr = st.NewPacketEndpoint(base == unix.SOCK_DGRAM, tcpip.NetworkProtocolNumber(htons(uint16(proto))), wq)
+	} else if base == unix.SOCK_RAW {
 		if c.p.Cred.Euid != 0 {
 			return -abi.EPERM
 		}
@@ -129,7 +136,7 @@ func (c *call) dgramSocket(domain, typ, proto int, tp tcpip.TransportProtocolNum
 		ep.Close()
 		return errno(err)
 	}
-	if proto == 0 {
+	if proto == 0 && domain != unix.AF_PACKET {
 		proto = unix.IPPROTO_UDP
 	}
 	s := &dgramSock{family: domain, typ: base, proto: proto, mine: mine, ino: ino, ep: ep, wq: wq}
@@ -156,7 +163,7 @@ func (s *dgramSock) in(k *Kernel) {
 	defer s.ep.Close()
 	for {
 		var b bytes.Buffer
-		res, terr := s.ep.Read(&b, tcpip.ReadOptions{NeedRemoteAddr: true})
+		res, terr := s.ep.Read(&b, tcpip.ReadOptions{NeedRemoteAddr: true, NeedLinkPacketInfo: s.family == unix.AF_PACKET})
 		if _, wait := terr.(*tcpip.ErrWouldBlock); wait {
 			<-ready
 			if hungUp(s.mine) {
@@ -172,6 +179,9 @@ func (s *dgramSock) in(k *Kernel) {
 		}
 		s.mu.Lock()
 		s.lastFrom = res.RemoteAddr
+		if s.family == unix.AF_PACKET {
+			s.lastFrom.Port = uint16(res.LinkPacketInfo.Protocol)
+		}
 		s.mu.Unlock()
 		if _, err := s.mine.Write(b.Bytes()); err != nil {
 			return // the guest closed its end
@@ -227,6 +237,15 @@ func (c *call) dgramAddr(s *dgramSock, b []byte, bind bool) int64 {
 			return -int64(tcpipErrno(terr))
 		}
 		return 0
+	}
+	if a.Addr.Len() == 0 && binary.LittleEndian.Uint16(b) == unix.AF_INET {
+		// Connecting to INADDR_ANY is connecting to this host, over
+		// IPv4 also from an IPv6 socket (whose name is then
+		// v4-mapped: glibc's getaddrinfo asserts it when it sorts).
+		a.Addr = tcpip.AddrFrom4([4]byte{127, 0, 0, 1})
+		if s.family == unix.AF_INET6 {
+			a.Addr = tcpip.AddrFrom16([16]byte{10: 0xff, 11: 0xff, 12: 127, 15: 1})
+		}
 	}
 	if terr := s.ep.Connect(a); terr != nil {
 		return -int64(tcpipErrno(terr))
@@ -356,3 +375,6 @@ func (k *Kernel) recvSource(tid, n int) func() []byte {
 		return sockaddrOf(from, s.family)
 	}
 }
+
+// htons swaps a 16-bit value between host and network order.
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

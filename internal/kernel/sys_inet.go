@@ -185,6 +185,12 @@ func (c *call) sysSocket(domain, typ, proto int) int64 {
 		(typ&0xf == unix.SOCK_RAW || typ&0xf == unix.SOCK_DGRAM) && typ&^(0xf|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) == 0 {
 		return c.netlinkSocket(typ)
 	}
+	if c.k.cfg.Net != nil && domain == unix.AF_PACKET && (typ&0xf == unix.SOCK_RAW || typ&0xf == unix.SOCK_DGRAM) {
+		if typ&^(0xf|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) != 0 {
+			return -abi.EINVAL
+		}
+		return c.dgramSocket(domain, typ, proto, 0)
+	}
 	if c.k.cfg.Net == nil || domain != unix.AF_INET && domain != unix.AF_INET6 {
 		return continued
 	}
@@ -304,7 +310,7 @@ func (c *call) inetSendTo(fd int, addr uint64, n int, data func() ([]byte, int64
 		}
 		return int64(len(d))
 	}
-	if f != unix.AF_INET && f != unix.AF_INET6 {
+	if f != unix.AF_INET && f != unix.AF_INET6 && f != unix.AF_PACKET {
 		return continued
 	}
 	_, ds := c.sockOf(fd)
@@ -319,10 +325,13 @@ func (c *call) inetSendTo(fd int, addr uint64, n int, data func() ([]byte, int64
 }
 
 // sockaddrInet parses an AF_INET or AF_INET6 sockaddr for a socket of
-// family fam.
+// family fam (or a sockaddr_ll for an AF_PACKET one).
 func sockaddrInet(b []byte, fam int) (tcpip.FullAddress, int64) {
 	if len(b) < 2 {
 		return tcpip.FullAddress{}, -abi.EINVAL
+	}
+	if fam == unix.AF_PACKET {
+		return sockaddrLL(b)
 	}
 	// The unspecified address (INADDR_ANY, ::) is netstack's empty one.
 	full := func(a netip.Addr) tcpip.FullAddress {
@@ -349,8 +358,35 @@ func sockaddrInet(b []byte, fam int) (tcpip.FullAddress, int64) {
 	return tcpip.FullAddress{}, -abi.EAFNOSUPPORT
 }
 
-// sockaddrOf encodes a for a socket of family fam.
+// sockaddrLL parses a struct sockaddr_ll: the interface, the protocol
+// (an EtherType, which netstack keeps in Port) and the hardware address.
+func sockaddrLL(b []byte) (tcpip.FullAddress, int64) {
+	if len(b) < 12 || binary.LittleEndian.Uint16(b) != unix.AF_PACKET {
+		return tcpip.FullAddress{}, -abi.EINVAL
+	}
+	a := tcpip.FullAddress{NIC: tcpip.NICID(int32(binary.LittleEndian.Uint32(b[4:]))), Port: binary.BigEndian.Uint16(b[2:])}
+	if halen := int(b[11]); halen > 0 {
+		if halen > 8 || len(b) < 12+halen {
+			return tcpip.FullAddress{}, -abi.EINVAL
+		}
+		a.LinkAddr = tcpip.LinkAddress(b[12 : 12+halen])
+	}
+	return a, 0
+}
+
+// sockaddrOf encodes a for a socket of family fam. For AF_PACKET it is
+// a sockaddr_ll of an Ethernet device, a packet to this host (Port is
+// the EtherType).
 func sockaddrOf(a tcpip.FullAddress, fam int) []byte {
+	if fam == unix.AF_PACKET {
+		b := make([]byte, 20)
+		binary.LittleEndian.PutUint16(b, unix.AF_PACKET)
+		binary.BigEndian.PutUint16(b[2:], a.Port)
+		binary.LittleEndian.PutUint32(b[4:], uint32(a.NIC))
+		binary.LittleEndian.PutUint16(b[8:], unix.ARPHRD_ETHER)
+		b[11] = byte(copy(b[12:], a.LinkAddr))
+		return b
+	}
 	if fam == unix.AF_INET {
 		b := make([]byte, 16)
 		binary.LittleEndian.PutUint16(b, unix.AF_INET)
@@ -392,7 +428,7 @@ func (c *call) inetAddr(fd int, addr uint64, n int, bind bool) int64 {
 		}
 		return continued
 	}
-	if f != unix.AF_INET && f != unix.AF_INET6 && (f != unix.AF_UNSPEC || bind) {
+	if f != unix.AF_INET && f != unix.AF_INET6 && f != unix.AF_PACKET && (f != unix.AF_UNSPEC || bind) {
 		return continued
 	}
 	s, ds := c.sockOf(fd)

@@ -54,10 +54,11 @@ const LoopbackID tcpip.NICID = 1
 // loopback interface "lo" up with 127.0.0.1/8 and ::1/128.
 func New() (*Stack, error) {
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		HandleLocal:        true,
-		RawFactory:         raw.EndpointFactory{}, // ping as root
+		NetworkProtocols:         []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		TransportProtocols:       []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		HandleLocal:              true,
+		RawFactory:               raw.EndpointFactory{}, // ping as root
+		AllowPacketEndpointWrite: true,                  // DHCP clients
 	})
 	st := &Stack{s: s, nics: map[string]*NIC{}, next: LoopbackID + 1}
 	if err := s.CreateNICWithOptions(LoopbackID, loopback.New(), stack.NICOptions{Name: "lo"}); err != nil {
@@ -123,7 +124,7 @@ func (st *Stack) Add(name string, mac net.HardwareAddr, f Frames) (*NIC, error) 
 	if c, ok := f.(interface{ TrustsChecksums() bool }); ok && c.TrustsChecksums() {
 		n.link.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
 	}
-	if err := st.s.CreateNICWithOptions(n.ID, ethernet.New(n.link), stack.NICOptions{Name: name}); err != nil {
+	if err := st.s.CreateNICWithOptions(n.ID, ethernet.New(n.link), stack.NICOptions{Name: name, DeliverLinkPackets: true}); err != nil {
 		return nil, fmt.Errorf("netstack: %s: %s", name, err)
 	}
 	// Down until the guest brings it up, as a new Linux device.
