@@ -14,6 +14,7 @@ import (
 	"github.com/umltools/umltools/internal/cmdline"
 	"github.com/umltools/umltools/internal/kernel"
 	"github.com/umltools/umltools/internal/mconsole"
+	"github.com/umltools/umltools/internal/usernet"
 )
 
 // This file is the machine's side of the management console: what each
@@ -336,9 +337,54 @@ type ethClass struct{ m *machine }
 
 func (ethClass) Name() string { return "eth" }
 
-func (ethClass) GetConfig(string) (string, error) { return "", mconsole.ErrNoGet }
+// GetConfig answers `config ethN` for a device on the built-in NAT
+// with its layout and forwards (the C kernel has no query for eth).
+func (e ethClass) GetConfig(n string) (string, error) {
+	if nat := e.nat("eth" + n); nat != nil {
+		return nat.Banner(), nil
+	}
+	return "", mconsole.ErrNoGet
+}
 
+// nat returns device name's user-mode NAT, or nil.
+func (e ethClass) nat(name string) *usernet.Net {
+	if e.m.net == nil {
+		return nil
+	}
+	if nic := e.m.net.NIC(name); nic != nil {
+		nat, _ := nic.Transport().(*usernet.Net)
+		return nat
+	}
+	return nil
+}
+
+// Config adds a device, or, as `config ethN=hostfwd_add=<hostfwd>` and
+// `config ethN=hostfwd_remove=[tcp|udp]:[addr]:port`, changes the
+// forwards of a device on the built-in NAT (QEMU's monitor commands).
 func (e ethClass) Config(spec string) (string, error) {
+	if unit, rest, ok := strings.Cut(spec, "="); ok && (strings.HasPrefix(rest, "hostfwd_add=") || strings.HasPrefix(rest, "hostfwd_remove=")) {
+		nat := e.nat("eth" + unit)
+		if nat == nil {
+			return "", mconsole.Errorf("eth%s is not on the built-in user-mode NAT", unit)
+		}
+		op, arg, _ := strings.Cut(rest, "=")
+		if op == "hostfwd_remove" && !strings.Contains(arg, "-") {
+			arg += "-:1" // the guest side does not name a forward
+		}
+		f, err := usernet.ParseForward(arg)
+		if err != nil {
+			return "", mconsole.Errorf("%s", err.Error())
+		}
+		if op == "hostfwd_remove" {
+			err = nat.RemoveForward(f)
+		} else {
+			err = nat.AddForward(f)
+		}
+		if err != nil {
+			return "", mconsole.Errorf("%s", err.Error())
+		}
+		return "", nil
+	}
 	eth, ws, err := cmdline.ParseEthConfig(spec)
 	for _, w := range ws {
 		e.m.logf("%s", w.Msg)

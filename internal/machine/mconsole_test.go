@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -191,4 +192,29 @@ func TestMconsoleEthHotplug(t *testing.T) {
 	m.net.SetUp("eth1", false)
 	ask("remove eth1", "OK ")
 	ask("remove eth1", "ERR Device doesn't exist")
+
+	// The built-in NAT: hot-added, asked, its forwards changed.
+	ask("config eth3=slirp,,resolver=192.0.2.53", "OK ")
+	ask("config eth3", "OK SLIRP backend - built-in user-mode NAT 10.0.2.0/24: gateway 10.0.2.2 (the host's loopback), "+
+		"DNS 10.0.2.3 (resolver 192.0.2.53:53), DHCP 10.0.2.15")
+	ask("config eth1=hostfwd_add=tcp::1-:80", "ERR eth1 is not on the built-in user-mode NAT")
+	ask("config eth3=hostfwd_add=tcp:127.0.0.1:x-:80", `ERR hostfwd "tcp:127.0.0.1:x-:80": host side: bad port "x"`)
+	ask("config eth3=hostfwd_add=tcp:127.0.0.1:0-:80", "OK ")
+	r, _ := c.Command("config eth3")
+	_, port, ok := strings.Cut(r.String(), ", hostfwd tcp:127.0.0.1:")
+	port, _, _ = strings.Cut(port, "-")
+	if !ok || port == "0" {
+		t.Fatalf("config eth3 after hostfwd_add: %q", r)
+	}
+	if c, err := net.Dial("tcp", "127.0.0.1:"+port); err != nil {
+		t.Errorf("the forward does not listen: %v", err)
+	} else {
+		c.Close()
+	}
+	ask("config eth3=hostfwd_remove=tcp:127.0.0.1:"+port, "OK ")
+	ask("config eth3=hostfwd_remove=tcp:127.0.0.1:"+port, "ERR hostfwd tcp:127.0.0.1:"+port+": no such forward")
+	if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+		c.Close()
+		t.Errorf("the removed forward still listens")
+	}
 }

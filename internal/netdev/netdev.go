@@ -181,6 +181,9 @@ func (n *NIC) close() {
 	n.done.Wait()
 }
 
+// Transport returns the device's transport.
+func (n *NIC) Transport() Frames { return n.frames }
+
 // AddAddress gives the device address p (IPv4 or IPv6) with the route to
 // its subnet, as `ip addr add` does.
 func (n *NIC) AddAddress(p netip.Prefix) error { return n.st.addAddress(n.ID, p) }

@@ -83,29 +83,28 @@ func parseAddrPort(s string, zeroPort bool) (netip.AddrPort, error) {
 }
 
 // String gives f in the syntax ParseForward reads.
-func (f Forward) String() string {
+func (f Forward) String() string { return f.key() + "-" + side(f.Guest) }
+
+// key names a forward by its host side, "tcp:[addr]:port" (a forward
+// asked on port 0 goes by the port the host picked).
+func (f Forward) key() string {
 	proto := "tcp"
 	if f.UDP {
 		proto = "udp"
 	}
-	side := func(a netip.AddrPort) string {
-		s := ""
-		if !a.Addr().IsUnspecified() {
-			s = a.Addr().String()
-			if a.Addr().Is6() {
-				s = "[" + s + "]"
-			}
-		}
-		return s + ":" + strconv.Itoa(int(a.Port()))
-	}
-	return proto + ":" + side(f.Host) + "-" + side(f.Guest)
+	return proto + ":" + side(f.Host)
 }
 
-// key names a forward by its host side (protocol, address, port as
-// asked: a forward asked on port 0 is removed by its real port).
-func (f Forward) key() string {
-	f.Guest = netip.AddrPort{}
-	return f.String()
+// side gives one side of a forward, the unspecified address as "".
+func side(a netip.AddrPort) string {
+	s := ""
+	if !a.Addr().IsUnspecified() {
+		s = a.Addr().String()
+		if a.Addr().Is6() {
+			s = "[" + s + "]"
+		}
+	}
+	return s + ":" + strconv.Itoa(int(a.Port()))
 }
 
 // hostFwd is one forward's host listener.
