@@ -198,25 +198,13 @@ func dhcpAnswer(c Config, m dhcpRequestMsg) []byte {
 // udpFrame builds an Ethernet frame with an IPv4 UDP datagram from the
 // router, checksums filled in.
 func udpFrame(to net.HardwareAddr, src netip.Addr, sport uint16, dst netip.Addr, dport uint16, payload []byte) []byte {
-	f := make([]byte, ethLen+ipv4Len+udpLen+len(payload))
-	copy(f[0:6], to)
-	copy(f[6:12], GatewayMAC)
-	binary.BigEndian.PutUint16(f[12:14], 0x0800)
-	ip := f[ethLen : ethLen+ipv4Len]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:4], uint16(ipv4Len+udpLen+len(payload)))
-	ip[8] = 64 // TTL
-	ip[9] = 17
-	s4, d4 := src.As4(), dst.As4()
-	copy(ip[12:16], s4[:])
-	copy(ip[16:20], d4[:])
-	binary.BigEndian.PutUint16(ip[10:12], ^checksum.Checksum(ip, 0))
-	u := f[ethLen+ipv4Len:]
+	u := make([]byte, udpLen+len(payload))
 	binary.BigEndian.PutUint16(u[0:2], sport)
 	binary.BigEndian.PutUint16(u[2:4], dport)
-	binary.BigEndian.PutUint16(u[4:6], uint16(udpLen+len(payload)))
+	binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
 	copy(u[udpLen:], payload)
 	// The pseudo header: addresses, protocol, UDP length.
+	s4, d4 := src.As4(), dst.As4()
 	var ph [12]byte
 	copy(ph[0:4], s4[:])
 	copy(ph[4:8], d4[:])
@@ -227,5 +215,25 @@ func udpFrame(to net.HardwareAddr, src netip.Addr, sport uint16, dst netip.Addr,
 		sum = 0xffff
 	}
 	binary.BigEndian.PutUint16(u[6:8], sum)
+	return ipv4Frame(to, src, dst, 17, u)
+}
+
+// ipv4Frame builds an Ethernet frame from the router with an IPv4
+// packet of protocol proto, its header checksum filled in.
+func ipv4Frame(to net.HardwareAddr, src, dst netip.Addr, proto byte, payload []byte) []byte {
+	f := make([]byte, ethLen+ipv4Len+len(payload))
+	copy(f[0:6], to)
+	copy(f[6:12], GatewayMAC)
+	binary.BigEndian.PutUint16(f[12:14], 0x0800)
+	ip := f[ethLen : ethLen+ipv4Len]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:4], uint16(ipv4Len+len(payload)))
+	ip[8] = 64 // TTL
+	ip[9] = proto
+	s4, d4 := src.As4(), dst.As4()
+	copy(ip[12:16], s4[:])
+	copy(ip[16:20], d4[:])
+	binary.BigEndian.PutUint16(ip[10:12], ^checksum.Checksum(ip, 0))
+	copy(f[ethLen+ipv4Len:], payload)
 	return f
 }

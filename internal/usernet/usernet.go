@@ -254,6 +254,9 @@ func (n *Net) WriteFrame(b []byte) error {
 		}
 		return nil
 	}
+	if n.ping(b) {
+		return nil
+	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 	n.link.InjectInbound(0, pkt)
 	pkt.DecRef()

@@ -319,3 +319,48 @@ func TestOptions(t *testing.T) {
 		}
 	}
 }
+
+// Echo requests: the router answers its own addresses; another address
+// of the NAT's network stays silent (the promiscuous router would answer
+// for anything); an address outside it gets the host's answer, when the
+// host lets the engine ping (a ping socket, or a raw one as root).
+func TestPing(t *testing.T) {
+	st, _ := guest(t, usernet.Config{})
+	for _, a := range []string{"10.0.2.2", "10.0.2.3"} {
+		if err := netdev.Ping(st, netip.MustParseAddr(a), 5*time.Second); err != nil {
+			t.Errorf("ping %s: %v", a, err)
+		}
+	}
+	if err := netdev.Ping(st, netip.MustParseAddr("10.0.2.99"), 500*time.Millisecond); err == nil {
+		t.Errorf("10.0.2.99 answered")
+	}
+	// The host's own address outside its loopback (no traffic leaves
+	// the machine), when it has one.
+	var host netip.Addr
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() {
+			host = p.Addr()
+			break
+		}
+	}
+	if !host.IsValid() {
+		t.Skip("SKIP: the host has no IPv4 address beside its loopback to ping")
+	}
+	can := func() bool {
+		for _, typ := range []int{syscall.SOCK_DGRAM, syscall.SOCK_RAW} {
+			if fd, err := syscall.Socket(syscall.AF_INET, typ, syscall.IPPROTO_ICMP); err == nil {
+				syscall.Close(fd)
+				return true
+			}
+		}
+		return false
+	}()
+	err := netdev.Ping(st, host, 5*time.Second)
+	if can && err != nil {
+		t.Errorf("ping %s through the host: %v", host, err)
+	}
+	if !can && err == nil {
+		t.Errorf("ping %s answered, but the host lets the engine send none", host)
+	}
+}
