@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
 	"github.com/umltools/umltools/internal/netdev"
 	"github.com/umltools/umltools/internal/usernet"
@@ -362,5 +363,35 @@ func TestPing(t *testing.T) {
 	}
 	if !can && err == nil {
 		t.Errorf("ping %s answered, but the host lets the engine send none", host)
+	}
+}
+
+// IPv6: the guest at fec0::15 reaches the host's ::1 through fec0::2.
+func TestGatewayIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("SKIP: the host has no ::1: ", err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Write([]byte("v6 hello"))
+			c.Close()
+		}
+	}()
+	st, _ := guest(t, usernet.Config{})
+	if err := st.AddAddr("eth0", netip.MustParsePrefix("fec0::15/64")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := gonet.DialTCP(st.Netstack(), full("fec0::2", uint16(ln.Addr().(*net.TCPAddr).Port)), ipv6.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	if string(b) != "v6 hello" {
+		t.Fatalf("read %q, %v", b, err)
 	}
 }
