@@ -8,6 +8,10 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
 	"github.com/umltools/umltools/internal/abi"
 	"github.com/umltools/umltools/internal/netdev"
@@ -177,4 +181,41 @@ func FuzzSockaddrInet(f *testing.F) {
 			t.Fatalf("%v encodes to %v (%d)", a, back, r)
 		}
 	})
+}
+
+// /proc/net/tcp, tcp6, udp and udp6 as netstat reads them: a listener
+// on 127.0.0.1:8080, a dual-stack UDP socket on [::]:53 (listed once).
+func TestProcNetSockets(t *testing.T) {
+	st, err := netdev.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ln, err := gonet.ListenTCP(st.Netstack(), tcpip.FullAddress{Addr: tcpip.AddrFrom4([4]byte{127, 0, 0, 1}), Port: 8080}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	u, err := gonet.DialUDP(st.Netstack(), &tcpip.FullAddress{Port: 53}, nil, ipv6.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	k := &Kernel{}
+	k.cfg.Net = st
+	for _, tc := range []struct{ file, head, row string }{
+		{"tcp", "  sl  local_address rem_address   st tx_queue", "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 0 1 "},
+		{"tcp6", "  sl  local_address                         remote_address                        st", ""},
+		{"udp", "   sl  local_address rem_address   st", ""},
+		{"udp6", "   sl  local_address", "    0: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 07 "},
+	} {
+		out := string(k.procNetSockets(tc.file))
+		ls := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if !strings.HasPrefix(ls[0], tc.head) {
+			t.Errorf("%s: header %q", tc.file, ls[0])
+		}
+		if tc.row == "" && len(ls) != 1 || tc.row != "" && (len(ls) != 2 || !strings.HasPrefix(ls[1], tc.row)) {
+			t.Errorf("/proc/net/%s:\n%s", tc.file, out)
+		}
+	}
 }

@@ -4,9 +4,16 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/umltools/umltools/internal/abi"
 	"github.com/umltools/umltools/internal/netdev"
@@ -323,6 +330,113 @@ func procNetRoute(st *netdev.Stack) []byte {
 		}
 		mask := netip.PrefixFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), r.Dst.Bits()).Masked().Addr()
 		line(fmt.Sprintf("%s\t%s\t%s\t%04X\t0\t0\t0\t%s\t0\t0\t0", r.Iface, hex(r.Dst.Masked().Addr()), hex(gw), flags, hex(mask)))
+	}
+	return []byte(b.String())
+}
+
+// procNetSockets is /proc/net/tcp, tcp6, udp or udp6 (name): the
+// stack's endpoints of that protocol and family, in Linux's format
+// (addresses as the host-order hex of their 32-bit words, states by
+// Linux's numbers). The inode is the guest's socket's, where the engine
+// knows it (0 for accepted connections, as for Linux's orphans).
+func (k *Kernel) procNetSockets(name string) []byte {
+	v6 := strings.HasSuffix(name, "6")
+	isTCP := strings.HasPrefix(name, "tcp")
+	var b strings.Builder
+	addrW := 8
+	if v6 {
+		addrW = 32
+	}
+	if isTCP {
+		fmt.Fprintf(&b, "  sl  %-*s %-*s st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
+			addrW+5, "local_address", addrW+5, map[bool]string{false: "rem_address", true: "remote_address"}[v6])
+	} else {
+		fmt.Fprintf(&b, "   sl  %-*s %-*s st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n",
+			addrW+5, "local_address", addrW+5, map[bool]string{false: "rem_address", true: "remote_address"}[v6])
+	}
+	if k.cfg.Net == nil {
+		return []byte(b.String())
+	}
+	inos := map[tcpip.Endpoint]uint64{}
+	k.inet.mu.Lock()
+	for _, s := range k.inet.m {
+		s.mu.Lock()
+		if s.ep != nil {
+			inos[s.ep] = s.ino // a listener's is its AF_UNIX listener's
+		}
+		s.mu.Unlock()
+	}
+	k.inet.mu.Unlock()
+	k.dgram.mu.Lock()
+	for ino, s := range k.dgram.m {
+		inos[s.ep] = ino
+	}
+	k.dgram.mu.Unlock()
+
+	hex := func(a tcpip.Address, port uint16) string {
+		var words []byte
+		switch {
+		case !v6 && a.Len() == 4:
+			words = a.AsSlice()
+		case !v6:
+			words = make([]byte, 4)
+		case a.Len() == 16:
+			words = a.AsSlice()
+		case a.Len() == 4: // a v4 address on an IPv6 socket: v4-mapped
+			m := netip.AddrFrom4(a.As4()).As16()
+			m[10], m[11] = 0xff, 0xff
+			words = m[:]
+		default:
+			words = make([]byte, 16)
+		}
+		var s strings.Builder
+		for i := 0; i < len(words); i += 4 {
+			fmt.Fprintf(&s, "%08X", binary.LittleEndian.Uint32(words[i:]))
+		}
+		return fmt.Sprintf("%s:%04X", s.String(), port)
+	}
+	type row struct {
+		local, remote string
+		state         uint32
+		ino           uint64
+	}
+	var rows []row
+	want := tcp.ProtocolNumber
+	if !isTCP {
+		want = udp.ProtocolNumber
+	}
+	seen := map[tcpip.Endpoint]bool{} // a dual-stack endpoint is registered twice
+	for _, te := range k.cfg.Net.Netstack().RegisteredEndpoints() {
+		ep, ok := te.(tcpip.Endpoint)
+		if !ok || seen[ep] {
+			continue
+		}
+		seen[ep] = true
+		info, ok := ep.Info().(*stack.TransportEndpointInfo)
+		if !ok || info.TransProto != want || (info.NetProto == ipv6.ProtocolNumber) != v6 {
+			continue
+		}
+		st := ep.State()
+		if isTCP {
+			if st == 0 || st > uint32(tcp.StateClosing) {
+				continue // netstack's own states: not a connection yet
+			}
+		} else if transport.DatagramEndpointState(st) == transport.DatagramEndpointStateConnected {
+			st = 1 // TCP_ESTABLISHED, as Linux shows a connected UDP socket
+		} else {
+			st = 7 // TCP_CLOSE
+		}
+		rows = append(rows, row{hex(info.ID.LocalAddress, info.ID.LocalPort), hex(info.ID.RemoteAddress, info.ID.RemotePort), st, inos[ep]})
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].local+rows[i].remote < rows[j].local+rows[j].remote })
+	for i, r := range rows {
+		if isTCP {
+			fmt.Fprintf(&b, "%4d: %s %s %02X 00000000:00000000 00:00000000 00000000 %5d %8d %d 1 0000000000000000 100 0 0 10 0\n",
+				i, r.local, r.remote, r.state, 0, 0, r.ino)
+		} else {
+			fmt.Fprintf(&b, "%5d: %s %s %02X 00000000:00000000 00:00000000 00000000 %5d %8d %d 2 0000000000000000 0\n",
+				i, r.local, r.remote, r.state, 0, 0, r.ino)
+		}
 	}
 	return []byte(b.String())
 }
