@@ -89,6 +89,7 @@ type NIC struct {
 
 	st     *Stack
 	frames Frames
+	gso    gsoFrames // frames, when it takes GSO segments
 	link   *channel.Endpoint
 	cancel context.CancelFunc
 	closed atomic.Bool
@@ -123,6 +124,10 @@ func (st *Stack) Add(name string, mac net.HardwareAddr, f Frames) (*NIC, error) 
 		link: channel.New(256, MTU+header.EthernetMinimumSize, tcpip.LinkAddress(mac))}
 	if c, ok := f.(interface{ TrustsChecksums() bool }); ok && c.TrustsChecksums() {
 		n.link.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
+	}
+	if g, ok := f.(gsoFrames); ok && g.GSO() {
+		n.gso = g
+		n.link.SupportedGSOKind = stack.HostGSOSupported
 	}
 	if err := st.s.CreateNICWithOptions(n.ID, ethernet.New(n.link), stack.NICOptions{Name: name, DeliverLinkPackets: true}); err != nil {
 		return nil, fmt.Errorf("netstack: %s: %s", name, err)
@@ -219,10 +224,19 @@ func (n *NIC) send(ctx context.Context) {
 		if pkt == nil {
 			return // closed
 		}
-		v := pkt.ToView()
-		pkt.DecRef()
-		err := n.frames.WriteFrame(v.AsSlice())
-		v.Release()
+		var err error
+		if n.gso != nil && pkt.GSOOptions.Type != stack.GSONone {
+			gso, hdrLen, dataLen := pkt.GSOOptions, pkt.HeaderSize(), pkt.Data().Size()
+			v := pkt.ToView()
+			pkt.DecRef()
+			err = n.gso.WriteGSO(v.AsSlice(), gso, hdrLen, dataLen)
+			v.Release()
+		} else {
+			v := pkt.ToView()
+			pkt.DecRef()
+			err = n.frames.WriteFrame(v.AsSlice())
+			v.Release()
+		}
 		if err != nil && ctx.Err() != nil {
 			return
 		}

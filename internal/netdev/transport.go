@@ -73,7 +73,7 @@ func Open(e *cmdline.Eth, mac net.HardwareAddr) (Frames, string, error) {
 			}
 			return f, banner, nil
 		}
-		f, err := openTap(e.Dev)
+		f, err := openTapVnet(e.Dev)
 		if err != nil {
 			return nil, "", fmt.Errorf("tuntap_open : %w", err)
 		}
@@ -103,6 +103,11 @@ func openTap(dev string) (*tapFrames, error) {
 	if err != nil {
 		return nil, err
 	}
+	return tapFile(f, dev)
+}
+
+// tapFile moves an open tap into Go's poller.
+func tapFile(f *os.File, dev string) (*tapFrames, error) {
 	fd, err := unix.Dup(int(f.Fd()))
 	f.Close()
 	if err != nil {
@@ -128,7 +133,7 @@ func OpenVec(v *cmdline.Vec) (Frames, string, error) {
 	}
 	switch v.Transport {
 	case "tap":
-		f, err := openTap(ifname)
+		f, err := openTapVnet(ifname)
 		if err != nil {
 			return nil, "", fmt.Errorf("vector tap: %w", err)
 		}
@@ -177,6 +182,10 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // socket: each read or write is one frame.
 type tapFrames struct {
 	f *os.File
+	// vnet: each frame has a struct virtio_net_hdr before it (vnet.go);
+	// rc is f's, for readv and writev.
+	vnet bool
+	rc   syscall.RawConn
 	// trust: a packet socket sees the host's frames as its stack made
 	// them, before checksums are filled in and large sends are cut
 	// (GSO): the checksums are not to be checked.
@@ -187,9 +196,23 @@ type tapFrames struct {
 // of received frames as checked.
 func (t *tapFrames) TrustsChecksums() bool { return t.trust }
 
-func (t *tapFrames) ReadFrame(b []byte) (int, error) { return t.f.Read(b) }
-func (t *tapFrames) WriteFrame(b []byte) error       { _, err := t.f.Write(b); return err }
-func (t *tapFrames) Close() error                    { return t.f.Close() }
+func (t *tapFrames) ReadFrame(b []byte) (int, error) {
+	if t.vnet {
+		return t.readVnet(b)
+	}
+	return t.f.Read(b)
+}
+
+func (t *tapFrames) WriteFrame(b []byte) error {
+	if t.vnet {
+		var hdr [vnetHdrLen]byte
+		return t.writev(hdr[:], b)
+	}
+	_, err := t.f.Write(b)
+	return err
+}
+
+func (t *tapFrames) Close() error { return t.f.Close() }
 
 // udpFrames carries frames as UDP datagrams: mcast (to and from a group,
 // with multicast loopback on, so that machines on one host hear each

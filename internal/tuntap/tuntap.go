@@ -28,7 +28,11 @@ type ifreq struct {
 // means DefaultClone) with IFF_TAP|IFF_NO_PI: frames are raw Ethernet with
 // no packet-information header. An empty name lets the host pick "tapN".
 // It returns the open device and the name the host gave it.
-func Open(clone, name string) (*os.File, string, error) {
+func Open(clone, name string) (*os.File, string, error) { return OpenFlags(clone, name, 0) }
+
+// OpenFlags is Open with more TUNSETIFF flags (IFF_VNET_HDR: each frame
+// read or written has a struct virtio_net_hdr before it).
+func OpenFlags(clone, name string, flags uint16) (*os.File, string, error) {
 	if clone == "" {
 		clone = DefaultClone
 	}
@@ -41,7 +45,7 @@ func Open(clone, name string) (*os.File, string, error) {
 	}
 	var req ifreq
 	copy(req.Name[:], name)
-	req.Flags = unix.IFF_TAP | unix.IFF_NO_PI
+	req.Flags = unix.IFF_TAP | unix.IFF_NO_PI | flags
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETIFF, uintptr(unsafe.Pointer(&req))); e != 0 {
 		unix.Close(fd)
 		return nil, "", fmt.Errorf("TUNSETIFF %q on %s: %w", name, clone, e)
