@@ -283,7 +283,7 @@ func (u *UML) Kill() {
 	// Helpers the kernel forked into sessions of their own (a port
 	// channel's) outlive it and its process group: they are found by the
 	// machine's uml_dir= on their command line, which is the test's own.
-	defer killByArg("uml_dir=" + u.UMLDir + "/")
+	defer KillByArg("uml_dir=" + u.UMLDir + "/")
 	select {
 	case <-u.done:
 		return
@@ -299,8 +299,9 @@ func (u *UML) Kill() {
 	}
 }
 
-// killByArg kills every process with arg among its command-line words.
-func killByArg(arg string) {
+// KillByArg kills every process with arg among its command-line words
+// (a kernel that left its process group still carries its uml_dir=).
+func KillByArg(arg string) {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
