@@ -153,7 +153,7 @@ func OpenVec(v *cmdline.Vec) (Frames, string, error) {
 func openRaw(name string) (*tapFrames, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("no host interface %q", name)
 	}
 	all := int(htons(unix.ETH_P_ALL))
 	s, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, all)
