@@ -231,6 +231,20 @@ type Disks interface {
 	List() []sysfs.Disk
 }
 
+// NetIfaces lists the machine's network interfaces for /sys/class/net
+// (sysfs.Source).
+func (k *Kernel) NetIfaces() []sysfs.NetIface {
+	if k.cfg.Net == nil {
+		return nil
+	}
+	var l []sysfs.NetIface
+	for _, f := range k.cfg.Net.Ifaces() {
+		l = append(l, sysfs.NetIface{Name: f.Name, Index: f.Index, MAC: f.MAC, MTU: f.MTU, Up: f.Up, Loopback: f.Loopback,
+			Flags: ifFlags(f), RxBytes: f.RxBytes, RxPackets: f.RxPackets, TxBytes: f.TxBytes, TxPackets: f.TxPackets})
+	}
+	return l
+}
+
 // Disks lists the machine's disks (sysfs.Source; k.mu held).
 func (k *Kernel) Disks() []sysfs.Disk {
 	if k.cfg.Disks == nil {

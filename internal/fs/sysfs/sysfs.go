@@ -1,6 +1,6 @@
 // Package sysfs is the engine's /sys: the part of Linux's sysfs that
 // tools read to learn the machine's block devices (lsblk, findmnt,
-// blkid, udev-less scripts). Each disk is a directory under
+// blkid, udev-less scripts) and network interfaces (/sys/class/net). Each disk is a directory under
 // /sys/devices/virtual/block with dev, size, ro, removable, range, stat,
 // uevent and queue/, reached by the links /sys/block/<name>,
 // /sys/class/block/<name> and /sys/dev/block/<major>:<minor>, as Linux
@@ -31,9 +31,24 @@ type Disk struct {
 	ReadOnly     bool
 }
 
-// Source lists the machine's disks.
+// NetIface is one network interface of the machine.
+type NetIface struct {
+	Name     string // "eth0"
+	Index    int
+	MAC      []byte // nil for the loopback
+	MTU      int
+	Up       bool
+	Loopback bool
+	// Flags are the interface's IFF_* flags, as SIOCGIFFLAGS reports.
+	Flags int
+	// The counters of statistics/.
+	RxBytes, RxPackets, TxBytes, TxPackets uint64
+}
+
+// Source lists the machine's disks and network interfaces.
 type Source interface {
 	Disks() []Disk
+	NetIfaces() []NetIface
 }
 
 // FS is a sysfs instance.
@@ -88,7 +103,7 @@ func (f *FS) tree() map[string]*entry {
 		t[p] = e
 		t[parent].children[name] = true
 	}
-	for _, d := range []string{"block", "class/block", "dev/block", "dev/char", "devices/virtual", "fs", "kernel", "module", "firmware", "bus"} {
+	for _, d := range []string{"block", "class/block", "class/net", "dev/block", "dev/char", "devices/virtual", "fs", "kernel", "module", "firmware", "bus"} {
 		mkdir(d)
 	}
 	disks := f.src.Disks()
@@ -119,6 +134,38 @@ func (f *FS) tree() map[string]*entry {
 		add("block/"+d.Name, &entry{kind: syscall.S_IFLNK, target: "../devices/virtual/block/" + d.Name})
 		add("class/block/"+d.Name, &entry{kind: syscall.S_IFLNK, target: "../../devices/virtual/block/" + d.Name})
 		add(fmt.Sprintf("dev/block/%d:%d", d.Major, d.Minor), &entry{kind: syscall.S_IFLNK, target: "../../devices/virtual/block/" + d.Name})
+	}
+	for _, n := range f.src.NetIfaces() {
+		base := "devices/virtual/net/" + n.Name
+		file := func(name, s string) { add(base+"/"+name, &entry{kind: syscall.S_IFREG, content: s + "\n"}) }
+		mac, bcast, typ, oper, carrier := "00:00:00:00:00:00", "00:00:00:00:00:00", "772", "unknown", "1"
+		if !n.Loopback {
+			mac = fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", n.MAC[0], n.MAC[1], n.MAC[2], n.MAC[3], n.MAC[4], n.MAC[5])
+			bcast, typ, oper = "ff:ff:ff:ff:ff:ff", "1", "down"
+			if n.Up {
+				oper = "up"
+			}
+		}
+		file("address", mac)
+		file("broadcast", bcast)
+		file("addr_len", "6")
+		file("type", typ)
+		file("ifindex", fmt.Sprint(n.Index))
+		file("iflink", fmt.Sprint(n.Index))
+		file("mtu", fmt.Sprint(n.MTU))
+		file("flags", fmt.Sprintf("%#x", n.Flags))
+		file("operstate", oper)
+		file("tx_queue_len", "1000")
+		file("dev_id", "0x0")
+		file("uevent", fmt.Sprintf("INTERFACE=%s\nIFINDEX=%d", n.Name, n.Index))
+		if n.Up {
+			file("carrier", carrier) // reading it on a down device is EINVAL in Linux
+		}
+		for name, v := range map[string]uint64{"rx_bytes": n.RxBytes, "rx_packets": n.RxPackets, "tx_bytes": n.TxBytes, "tx_packets": n.TxPackets,
+			"rx_errors": 0, "tx_errors": 0, "rx_dropped": 0, "tx_dropped": 0, "multicast": 0, "collisions": 0} {
+			file("statistics/"+name, fmt.Sprint(v))
+		}
+		add("class/net/"+n.Name, &entry{kind: syscall.S_IFLNK, target: "../../devices/virtual/net/" + n.Name})
 	}
 	return t
 }

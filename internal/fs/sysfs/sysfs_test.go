@@ -14,6 +14,14 @@ type fakeSource []Disk
 
 func (f fakeSource) Disks() []Disk { return f }
 
+func (f fakeSource) NetIfaces() []NetIface {
+	return []NetIface{
+		{Name: "lo", Index: 1, MTU: 65536, Up: true, Loopback: true, Flags: 0x49},
+		{Name: "eth0", Index: 2, MAC: []byte{2, 0, 0, 0, 0, 0x15}, MTU: 1500, Up: true, Flags: 0x1043, RxBytes: 1234},
+		{Name: "vec0", Index: 3, MAC: []byte{2, 0, 0, 0, 0, 0x16}, MTU: 1400},
+	}
+}
+
 // walk looks up a /sys path, following no links.
 func walk(t *testing.T, fs *FS, p string) (vfs.Node, error) {
 	t.Helper()
@@ -48,6 +56,18 @@ func TestTree(t *testing.T) {
 		{path: "devices/virtual/block/ubdc", err: syscall.ENOENT},
 		{path: "dev/block/98:32", err: syscall.ENOENT},
 		{path: "devices/virtual/block/ubda/size/x", err: syscall.ENOTDIR},
+		{path: "class/net/eth0", link: "../../devices/virtual/net/eth0"},
+		{path: "devices/virtual/net/eth0/address", content: "02:00:00:00:00:15\n"},
+		{path: "devices/virtual/net/eth0/operstate", content: "up\n"},
+		{path: "devices/virtual/net/eth0/carrier", content: "1\n"},
+		{path: "devices/virtual/net/eth0/flags", content: "0x1043\n"},
+		{path: "devices/virtual/net/eth0/statistics/rx_bytes", content: "1234\n"},
+		{path: "devices/virtual/net/vec0/operstate", content: "down\n"},
+		{path: "devices/virtual/net/vec0/mtu", content: "1400\n"},
+		{path: "devices/virtual/net/vec0/carrier", err: syscall.ENOENT},
+		{path: "devices/virtual/net/lo/type", content: "772\n"},
+		{path: "devices/virtual/net/lo/operstate", content: "unknown\n"},
+		{path: "devices/virtual/net/eth0/ifindex", content: "2\n"},
 	} {
 		n, err := walk(t, fs, tt.path)
 		if !errors.Is(err, tt.err) {
