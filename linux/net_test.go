@@ -15,8 +15,8 @@ import (
 )
 
 // The network issue's acceptances 1 and 2: our engine's guest and a C
-// kernel on one switch (ours, then Debian's), then on one multicast
-// group, ping each other (busybox ping: a raw ICMP socket) and move 10
+// kernel on one switch (ours, Debian's uml_switch, a vde_switch), then
+// on one multicast group, ping each other (busybox ping: a raw ICMP socket) and move 10
 // MiB each way over TCP with busybox nc, and both sides print the same
 // sha256. The guest configures eth0 with ifconfig (SIOCSIFADDR,
 // SIOCSIFNETMASK, SIOCSIFFLAGS). (busybox nc quits at the network's EOF,
@@ -41,6 +41,23 @@ func TestNetWithCKernel(t *testing.T) {
 			ctl := filepath.Join(t.TempDir(), "ctl")
 			testutil.StartSwitch(t, "/usr/bin/uml_switch", ctl)
 			return "daemon,,unix," + ctl, "daemon,,unix," + ctl
+		}},
+		{"vde", func(t *testing.T) (string, string) {
+			vde, err := testutil.LookPath("vde_switch")
+			if err != nil {
+				testutil.Skip(t, "vde_switch not installed (Debian package vde2)")
+			}
+			dir := t.TempDir()
+			sw, pid := filepath.Join(dir, "sw"), filepath.Join(dir, "pid")
+			if b, err := exec.Command(vde, "-s", sw, "-d", "-p", pid).CombinedOutput(); err != nil {
+				t.Fatalf("vde_switch: %v\n%s", err, b)
+			}
+			t.Cleanup(func() {
+				if b, err := os.ReadFile(pid); err == nil {
+					exec.Command("kill", strings.TrimSpace(string(b))).Run()
+				}
+			})
+			return "vde," + sw, "vde," + sw
 		}},
 		{"mcast", func(t *testing.T) (string, string) {
 			// A group and port of this test's own.

@@ -2,7 +2,7 @@
 # Installs the interop oracles (the C kernel and Debian's uml-utilities)
 # and the tools tests use, when running as root on a Debian-like machine.
 # Otherwise it says why not; the tests that need them then SKIP.
-pkgs="user-mode-linux uml-utilities e2fsprogs busybox-static debootstrap mmdebstrap iproute2 net-tools telnetd lintian"
+pkgs="user-mode-linux uml-utilities e2fsprogs busybox-static debootstrap mmdebstrap iproute2 net-tools telnetd lintian vde2"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

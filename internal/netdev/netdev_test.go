@@ -184,7 +184,8 @@ func TestOpenErrors(t *testing.T) {
 		{"slirp,,hostfwd=tcp:1-:80", "slirp_open : hostfwd \"tcp:1-:80\": host side: no port"},
 		{"slirp,,net=10.0.0.0/30", "slirp_open : net=10.0.0.0/30: want an IPv4 network"},
 		{"slirp,,resolver=x", "slirp_open : resolver=x: want an address"},
-		{"vde", "the vde transport is not implemented"},
+		{"vde," + filepath.Join(t.TempDir(), "none"), "vde_user_init: vde_open failed, errno = 2"},
+		{"pcap,lo", "the pcap transport is not implemented"},
 	} {
 		e, _, err := cmdline.ParseEth(0, tc.spec)
 		if err != nil {

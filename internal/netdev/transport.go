@@ -78,6 +78,8 @@ func Open(e *cmdline.Eth, mac net.HardwareAddr) (Frames, string, error) {
 			return nil, "", fmt.Errorf("tuntap_open : %w", err)
 		}
 		return f, banner, nil
+	case "vde":
+		return openVDE(e)
 	case "slirp":
 		if !usernet.IsOptions(e.SlirpArgv) {
 			return nil, "", fmt.Errorf("slirp_open : running a slirp command (%s) is not implemented in this version of the engine; "+

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/user"
+	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
@@ -30,6 +32,18 @@ type DialOptions struct {
 	DataPath string
 	// Timeout bounds connecting and reading the reply (default 10 s).
 	Timeout time.Duration
+
+	// The VDE dialect (vde_switch, as libvdeplug speaks it): Port asks
+	// for that port (0: any); Description follows the v3 request; with
+	// DataDir set the data socket is a file there, named as libvdeplug
+	// names it (vde_switch looks at it), with mode DataMode (0700 when
+	// zero) and group DataGroup (a name or number; "": unchanged),
+	// removed by Close.
+	Port        int
+	Description string
+	DataDir     string
+	DataMode    os.FileMode
+	DataGroup   string
 }
 
 // Conn is one port on a switch, seen from the client: the control stream
@@ -41,6 +55,7 @@ type Conn struct {
 	rc     syscall.RawConn
 	local  Addr
 	remote Addr
+	path   string // the data socket's file, when it has one
 	rb, wb *batch
 }
 
@@ -73,7 +88,12 @@ func DialWith(ctlPath string, o DialOptions) (*Conn, error) {
 	}
 	c := &Conn{local: NewClientAddr(), rb: newBatch(64), wb: newBatch(64)}
 	var err error
-	if c.data, err = dgramSocket(&c.local, "daemon data socket"); err != nil {
+	if o.DataDir != "" {
+		err = c.bindInDir(o)
+	} else {
+		c.data, err = dgramSocket(&c.local, "daemon data socket")
+	}
+	if err != nil {
 		return nil, err
 	}
 	if c.rc, err = c.data.SyscallConn(); err != nil {
@@ -91,6 +111,8 @@ func DialWith(ctlPath string, o DialOptions) (*Conn, error) {
 	switch o.Version {
 	case 3:
 		req = AppendV3(nil, &c.local)
+		binary.LittleEndian.PutUint32(req[8:], ReqNewControl+uint32(o.Port)<<8)
+		req = append(req, o.Description...)
 	case 1:
 		req = AppendV1(nil, o.MAC, &c.local)
 	case 0:
@@ -224,5 +246,44 @@ func (c *Conn) Close() error {
 		errs = append(errs, c.ctl.Close())
 	}
 	errs = append(errs, c.data.Close())
+	if c.path != "" {
+		os.Remove(c.path)
+	}
 	return errors.Join(errs...)
+}
+
+// bindInDir binds the data socket to a file in o.DataDir, the first
+// free ".<pid>-<n>" as libvdeplug names them.
+func (c *Conn) bindInDir(o DialOptions) error {
+	for n := 0; ; n++ {
+		p := fmt.Sprintf("%s/.%05d-%05d", o.DataDir, os.Getpid(), n)
+		a, err := PathAddr(p)
+		if err != nil {
+			return err
+		}
+		c.local = a
+		c.data, err = dgramSocket(&c.local, "vde data socket")
+		if errors.Is(err, unix.EADDRINUSE) && n < 1000 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.path = p
+		mode := o.DataMode
+		if mode == 0 {
+			mode = 0o700
+		}
+		os.Chmod(p, mode)
+		if o.DataGroup != "" {
+			gid, err := strconv.Atoi(o.DataGroup)
+			if g, lerr := user.LookupGroup(o.DataGroup); lerr == nil {
+				gid, err = strconv.Atoi(g.Gid)
+			}
+			if err == nil {
+				os.Chown(p, -1, gid)
+			}
+		}
+		return nil
+	}
 }
