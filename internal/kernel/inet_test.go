@@ -219,3 +219,43 @@ func TestProcNetSockets(t *testing.T) {
 		}
 	}
 }
+
+// The neighbour table as /proc/net/arp (busybox arp) and RTM_NEWNEIGH
+// (ip neigh) show it: a static entry is complete and permanent.
+func TestNeighbors(t *testing.T) {
+	st, err := netdev.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Add("eth0", nil, nopFrames{make(chan struct{})}); err != nil {
+		t.Fatal(err)
+	}
+	st.SetUp("eth0", true)
+	if terr := st.Netstack().AddStaticNeighbor(2, ipv4.ProtocolNumber, tcpip.AddrFrom4([4]byte{10, 0, 2, 2}), "\x52\x55\x0a\x00\x02\x02"); terr != nil {
+		t.Fatal(terr)
+	}
+	arp := string(procNetARP(st))
+	want := "IP address       HW type     Flags       HW address            Mask     Device\n" +
+		"10.0.2.2         0x1         0x6         52:55:0a:00:02:02     *        eth0\n"
+	if arp != want {
+		t.Errorf("/proc/net/arp:\n%q\nwant\n%q", arp, want)
+	}
+	var s nlSock
+	req := make([]byte, unix.SizeofNlMsghdr+unix.SizeofNdMsg)
+	binary.LittleEndian.PutUint32(req, uint32(len(req)))
+	binary.LittleEndian.PutUint16(req[4:], unix.RTM_GETNEIGH)
+	binary.LittleEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	out := s.handle(st, req)
+	if len(out) < unix.SizeofNlMsghdr+unix.SizeofNdMsg || binary.LittleEndian.Uint16(out[4:]) != unix.RTM_NEWNEIGH {
+		t.Fatalf("answer % x", out)
+	}
+	nd := out[unix.SizeofNlMsghdr:]
+	if nd[0] != unix.AF_INET || binary.LittleEndian.Uint32(nd[4:]) != 2 || binary.LittleEndian.Uint16(nd[8:]) != unix.NUD_PERMANENT {
+		t.Errorf("ndmsg % x", nd[:unix.SizeofNdMsg])
+	}
+	attrs := nlAttrs(nd[unix.SizeofNdMsg:binary.LittleEndian.Uint32(out)-unix.SizeofNlMsghdr])
+	if string(attrs[unix.NDA_DST]) != "\x0a\x00\x02\x02" || string(attrs[unix.NDA_LLADDR]) != "\x52\x55\x0a\x00\x02\x02" {
+		t.Errorf("attributes %v", attrs)
+	}
+}

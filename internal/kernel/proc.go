@@ -368,6 +368,8 @@ func (k *Kernel) File(c *vfs.Ctx, name string) ([]byte, error) {
 		return procNetDev(k.cfg.Net), nil
 	case "net/route":
 		return procNetRoute(k.cfg.Net), nil
+	case "net/arp":
+		return procNetARP(k.cfg.Net), nil
 	case "net/tcp", "net/tcp6", "net/udp", "net/udp6":
 		return k.procNetSockets(strings.TrimPrefix(name, "net/")), nil
 	case "cmdline":

@@ -440,3 +440,30 @@ func (k *Kernel) procNetSockets(name string) []byte {
 	}
 	return []byte(b.String())
 }
+
+// procNetARP is /proc/net/arp: the IPv4 neighbours, complete (ATF_COM)
+// once resolved, permanent (ATF_PERM) when static.
+func procNetARP(st *netdev.Stack) []byte {
+	var b strings.Builder
+	b.WriteString("IP address       HW type     Flags       HW address            Mask     Device\n")
+	if st == nil {
+		return []byte(b.String())
+	}
+	for _, n := range st.Neighbors() {
+		if !n.Addr.Is4() {
+			continue
+		}
+		flags, mac := 0, "00:00:00:00:00:00"
+		if n.MAC != nil {
+			mac = n.MAC.String()
+			if n.State != "incomplete" && n.State != "unreachable" {
+				flags |= 0x2
+			}
+		}
+		if n.State == "static" {
+			flags |= 0x4
+		}
+		fmt.Fprintf(&b, "%-16s 0x%-10x0x%-10x%-17s     %-8s %s\n", n.Addr, 1, flags, mac, "*", n.Iface)
+	}
+	return []byte(b.String())
+}

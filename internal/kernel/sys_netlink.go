@@ -247,6 +247,22 @@ func (s *nlSock) request(st *netdev.Stack, r *nlReply, typ, flags uint16, p []by
 			fixed, attrs := routeMsg(rt, af, f.Index, f.Addrs)
 			r.msg(unix.RTM_NEWROUTE, multi(dump), fixed, attrs...)
 		}
+	case unix.RTM_GETNEIGH:
+		fam := 0
+		if len(p) >= 1 {
+			fam = int(p[0])
+		}
+		for _, n := range st.Neighbors() {
+			af := unix.AF_INET
+			if n.Addr.Is6() {
+				af = unix.AF_INET6
+			}
+			if fam != 0 && fam != af {
+				continue
+			}
+			fixed, attrs := neighMsg(n, af)
+			r.msg(unix.RTM_NEWNEIGH, multi(dump), fixed, attrs...)
+		}
 	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
 		return nlAddr(st, typ == unix.RTM_NEWADDR, p)
 	case unix.RTM_NEWLINK, unix.RTM_SETLINK:
@@ -504,4 +520,25 @@ func nlRoute(st *netdev.Stack, add bool, p []byte) int32 {
 		return int32(unix.EINVAL)
 	}
 	return 0
+}
+
+// nudStates maps netstack's neighbour states to Linux's NUD_* ones.
+var nudStates = map[string]uint16{
+	"incomplete": unix.NUD_INCOMPLETE, "reachable": unix.NUD_REACHABLE, "stale": unix.NUD_STALE,
+	"delay": unix.NUD_DELAY, "probe": unix.NUD_PROBE, "static": unix.NUD_PERMANENT, "unreachable": unix.NUD_FAILED,
+}
+
+// neighMsg is an RTM_NEWNEIGH of neighbour n: struct ndmsg, NDA_DST and,
+// once resolved, NDA_LLADDR.
+func neighMsg(n netdev.Neighbor, af int) ([]byte, []nlAttr) {
+	fixed := make([]byte, unix.SizeofNdMsg)
+	fixed[0] = byte(af)
+	binary.LittleEndian.PutUint32(fixed[4:], uint32(n.Index))
+	binary.LittleEndian.PutUint16(fixed[8:], nudStates[n.State])
+	fixed[11] = unix.RTN_UNICAST
+	attrs := []nlAttr{{unix.NDA_DST, n.Addr.AsSlice()}}
+	if n.MAC != nil {
+		attrs = append(attrs, nlAttr{unix.NDA_LLADDR, n.MAC})
+	}
+	return fixed, attrs
 }

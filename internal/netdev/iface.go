@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 )
 
 // Iface is what the guest sees of an interface (ifconfig, ip link).
@@ -226,4 +228,50 @@ func (st *Stack) IfaceFor(a netip.Addr) string {
 		}
 	}
 	return ""
+}
+
+// Neighbor is one entry of a device's neighbour table (ARP, NDP).
+type Neighbor struct {
+	Iface string
+	Index int
+	Addr  netip.Addr
+	MAC   net.HardwareAddr // nil while unresolved
+	// State is netstack's: "incomplete", "reachable", "stale", "delay",
+	// "probe", "static", "unreachable".
+	State string
+}
+
+// Neighbors lists the neighbour tables of the Ethernet devices, by
+// device, then address.
+func (st *Stack) Neighbors() []Neighbor {
+	var l []Neighbor
+	for _, f := range st.Ifaces() {
+		if f.Loopback {
+			continue
+		}
+		for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+			ents, err := st.s.Neighbors(tcpip.NICID(f.Index), proto)
+			if err != nil {
+				continue
+			}
+			for _, e := range ents {
+				a, ok := netip.AddrFromSlice(e.Addr.AsSlice())
+				if !ok {
+					continue
+				}
+				n := Neighbor{Iface: f.Name, Index: f.Index, Addr: a, State: strings.ToLower(e.State.String())}
+				if len(e.LinkAddr) == 6 {
+					n.MAC = net.HardwareAddr(e.LinkAddr)
+				}
+				l = append(l, n)
+			}
+		}
+	}
+	sort.SliceStable(l, func(i, j int) bool {
+		if l[i].Index != l[j].Index {
+			return l[i].Index < l[j].Index
+		}
+		return l[i].Addr.Less(l[j].Addr)
+	})
+	return l
 }
