@@ -254,7 +254,7 @@ func TestNeighbors(t *testing.T) {
 	if nd[0] != unix.AF_INET || binary.LittleEndian.Uint32(nd[4:]) != 2 || binary.LittleEndian.Uint16(nd[8:]) != unix.NUD_PERMANENT {
 		t.Errorf("ndmsg % x", nd[:unix.SizeofNdMsg])
 	}
-	attrs := nlAttrs(nd[unix.SizeofNdMsg:binary.LittleEndian.Uint32(out)-unix.SizeofNlMsghdr])
+	attrs := nlAttrs(nd[unix.SizeofNdMsg : binary.LittleEndian.Uint32(out)-unix.SizeofNlMsghdr])
 	if string(attrs[unix.NDA_DST]) != "\x0a\x00\x02\x02" || string(attrs[unix.NDA_LLADDR]) != "\x52\x55\x0a\x00\x02\x02" {
 		t.Errorf("attributes %v", attrs)
 	}
