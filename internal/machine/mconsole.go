@@ -337,13 +337,19 @@ type ethClass struct{ m *machine }
 
 func (ethClass) Name() string { return "eth" }
 
-// GetConfig answers `config ethN` for a device on the built-in NAT
-// with its layout and forwards (the C kernel has no query for eth).
+// GetConfig answers `config ethN` (the C kernel has no query for eth)
+// with the device's option, and for a device on the built-in NAT its
+// layout and forwards.
 func (e ethClass) GetConfig(n string) (string, error) {
 	if nat := e.nat("eth" + n); nat != nil {
 		return nat.Banner(), nil
 	}
-	return "", mconsole.ErrNoGet
+	if e.m.net != nil {
+		if nic := e.m.net.NIC("eth" + n); nic != nil {
+			return nic.Desc, nil
+		}
+	}
+	return "", mconsole.ErrNoGet // the C kernel's answer
 }
 
 // nat returns device name's user-mode NAT, or nil.

@@ -186,6 +186,7 @@ func TestMconsoleEthHotplug(t *testing.T) {
 		t.Fatal("no eth1 in the stack")
 	}
 	ask("config eth1=daemon,,unix,"+ctl, "ERR Device is already configured")
+	ask("config eth1", "OK eth1=daemon,,unix,"+ctl)
 	ask("config eth2=daemon,,unix,"+ctl+".none", "ERR eth2: transport not opened (see the kernel log)")
 	m.net.SetUp("eth1", true)
 	ask("remove eth1", "ERR Device is currently open")

@@ -35,7 +35,7 @@ func (m *machine) addVec(st *netdev.Stack, v *cmdline.Vec) bool {
 		m.errorf("%s: %v", v.Name(), err)
 		return false
 	}
-	if _, err := st.Add(v.Name(), mac, f); err != nil {
+	if _, err := st.AddDesc(v.Name(), mac, f, v.String()); err != nil {
 		f.Close()
 		m.errorf("%s: %v", v.Name(), err)
 		return false
@@ -55,7 +55,7 @@ func (m *machine) addEth(st *netdev.Stack, e *cmdline.Eth) bool {
 		m.errorf("%s: %v", e.Name(), err)
 		return false
 	}
-	if _, err := st.Add(e.Name(), mac, f); err != nil {
+	if _, err := st.AddDesc(e.Name(), mac, f, e.String()); err != nil {
 		f.Close()
 		m.errorf("%s: %v", e.Name(), err)
 		return false

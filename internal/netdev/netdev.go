@@ -86,6 +86,9 @@ type NIC struct {
 	Name string
 	// MAC is the device's hardware address.
 	MAC net.HardwareAddr
+	// Desc says what the device is, as the machine chose to put it
+	// (its command-line option).
+	Desc string
 
 	st     *Stack
 	frames Frames
@@ -112,6 +115,11 @@ var ErrExists = errors.New("device already configured")
 // when nil) whose frames go through f, and starts moving them. The device
 // is down (SetUp) and has no address (AddAddress).
 func (st *Stack) Add(name string, mac net.HardwareAddr, f Frames) (*NIC, error) {
+	return st.AddDesc(name, mac, f, "")
+}
+
+// AddDesc is Add for a device described by desc (NIC.Desc).
+func (st *Stack) AddDesc(name string, mac net.HardwareAddr, f Frames, desc string) (*NIC, error) {
 	if mac == nil {
 		mac = RandomMAC()
 	}
@@ -120,7 +128,7 @@ func (st *Stack) Add(name string, mac net.HardwareAddr, f Frames) (*NIC, error) 
 	if st.nics[name] != nil {
 		return nil, fmt.Errorf("%s: %w", name, ErrExists)
 	}
-	n := &NIC{ID: st.next, Name: name, MAC: mac, st: st, frames: f,
+	n := &NIC{ID: st.next, Name: name, MAC: mac, Desc: desc, st: st, frames: f,
 		link: channel.New(256, MTU+header.EthernetMinimumSize, tcpip.LinkAddress(mac))}
 	if c, ok := f.(interface{ TrustsChecksums() bool }); ok && c.TrustsChecksums() {
 		n.link.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
