@@ -30,6 +30,7 @@ const (
 const (
 	ethLen      = 14
 	ipv4Len     = 20
+	ipv6Len     = 40
 	udpLen      = 8
 	bootpLen    = 236 // the fixed BOOTP part, before the magic cookie
 	bootpMinLen = 300 // what old clients expect at least

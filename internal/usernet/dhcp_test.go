@@ -191,3 +191,16 @@ func parseReplyShape(f []byte) (byte, bool) {
 	}
 	return o[2], true
 }
+
+// FuzzEcho: the echo-request parser takes any frame without panicking,
+// and what it takes is an echo request of one address family.
+func FuzzEcho(f *testing.F) {
+	f.Add(ipv4Frame(clientMAC, netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("192.0.2.1"), 1, []byte{8, 0, 0, 0, 0, 1, 0, 1, 'x'}))
+	f.Add(ipv6Frame(clientMAC, netip.MustParseAddr("fec0::15"), netip.MustParseAddr("2001:db8::1"), 58, []byte{128, 0, 0, 0, 0, 1, 0, 1, 'x'}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, ok := parseEcho(b)
+		if ok && (e.src.Is4() != e.dst.Is4() || len(e.mac) != 6) {
+			t.Fatalf("parsed %+v", e)
+		}
+	})
+}

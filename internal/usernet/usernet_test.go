@@ -335,6 +335,18 @@ func TestPing(t *testing.T) {
 	if err := netdev.Ping(st, netip.MustParseAddr("10.0.2.99"), 500*time.Millisecond); err == nil {
 		t.Errorf("10.0.2.99 answered")
 	}
+	// IPv6 the same: the router, not its network's other addresses, nor
+	// a documentation address no host route reaches.
+	st.AddAddr("eth0", netip.MustParsePrefix("fec0::15/64"))
+	st.AddRoute(netip.MustParsePrefix("::/0"), netip.MustParseAddr("fec0::2"), "eth0")
+	if err := netdev.Ping(st, netip.MustParseAddr("fec0::2"), 5*time.Second); err != nil {
+		t.Errorf("ping fec0::2: %v", err)
+	}
+	for _, a := range []string{"fec0::99", "2001:db8::1"} {
+		if err := netdev.Ping(st, netip.MustParseAddr(a), 500*time.Millisecond); err == nil {
+			t.Errorf("%s answered", a)
+		}
+	}
 	// The host's own address outside its loopback (no traffic leaves
 	// the machine), when it has one.
 	var host netip.Addr
