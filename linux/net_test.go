@@ -302,7 +302,7 @@ func TestNetBadOptions(t *testing.T) {
 		"eth13=ucast,,a,1,x", "eth14=vde,,,p", "eth15=slirp,,hostfwd=tcp:1-:80", "eth16=slirp,,net=10.0.0.0/30",
 		"eth17=slirp,,resolver=x", "eth18=slirp,,/usr/bin/slirp", "eth19=slirp,,hostfwd=udp:127.0.0.1:1-:0",
 		"eth20=mcast,,,,x", "vec2:transport=tap", "vec3:transport=tap,depth=lots", "vec4:depth=1",
-		"vec5:transport=hybrid,ifname=x", "vec6:transport=tap,a=b=c", "vec7:transport=raw,ifname=nosuchif0",
+		"vec5:transport=hybrid", "vec6:transport=tap,a=b=c", "vec7:transport=raw,ifname=nosuchif0",
 		"init=/bin/sh", "--", "-c", "echo BOOTED; ifconfig -a | grep -c Link; poweroff -f"}
 	r := boot(t, "", time.Minute, args...)
 	log := r.stdout + r.stderr
@@ -334,7 +334,7 @@ func TestNetBadOptions(t *testing.T) {
 		"vec2: vector_tap: ifname= names no host interface",
 		"vec3: option depth=lots is not a number",
 		"missing transport for unit 4",
-		"vec5: the hybrid vector transport is not implemented",
+		"vec5: vector hybrid: uml_tap: failed to parse interface spec",
 		"vector_setup - Couldn't parse 'transport=tap,a=b=c'",
 		`vec7: vector raw: no host interface "nosuchif0"`,
 	} {

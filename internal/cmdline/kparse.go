@@ -1,6 +1,9 @@
 package cmdline
 
-import "strings"
+import (
+	"math"
+	"strings"
+)
 
 // This file holds the small C-library primitives the kernel's option
 // handlers are written with, reimplemented so that every handler accepts
@@ -201,4 +204,84 @@ func nextArg(args string) (param, val string, hasVal bool, rest string) {
 		end--
 	}
 	return string(b[:end]), "", false, rest
+}
+
+// Kstrtoull is the kernel's kstrtoull: an optional '+', base 0 (0x hex,
+// leading 0 octal, else decimal), every byte a digit (one trailing
+// newline allowed), no overflow.
+func Kstrtoull(s string) (uint64, bool) {
+	s = strings.TrimPrefix(s, "+")
+	base := uint64(10)
+	switch {
+	case len(s) >= 3 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') && hexVal(s[2]) < 16:
+		base, s = 16, s[2:]
+	case len(s) >= 1 && s[0] == '0':
+		base = 8
+	}
+	s = strings.TrimSuffix(s, "\n")
+	if s == "" {
+		return 0, false
+	}
+	var v uint64
+	for i := 0; i < len(s); i++ {
+		d := uint64(hexVal(s[i]))
+		if d >= base {
+			return 0, false
+		}
+		if v > (math.MaxUint64-d)/base {
+			return 0, false
+		}
+		v = v*base + d
+	}
+	return v, true
+}
+
+// Kstrtoint is the kernel's kstrtoint (base 0): a signed int.
+func Kstrtoint(s string) (int32, bool) {
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+		if strings.HasPrefix(s, "+") {
+			return 0, false
+		}
+	}
+	v, ok := Kstrtoull(s)
+	if !ok {
+		return 0, false
+	}
+	if neg {
+		if v > 1<<31 {
+			return 0, false
+		}
+		return int32(-int64(v)), true
+	}
+	if v > math.MaxInt32 {
+		return 0, false
+	}
+	return int32(v), true
+}
+
+// Strtol10 is C's strtol(s, NULL, 10): leading blanks, a sign, then as
+// many digits as there are (clamped on overflow); 0 without any.
+func Strtol10(s string) int64 {
+	s = strings.TrimLeft(s, " \t\n\v\f\r")
+	neg := false
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		neg = s[0] == '-'
+		s = s[1:]
+	}
+	var v int64
+	for i := 0; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		if v > (math.MaxInt64-int64(s[i]-'0'))/10 {
+			if neg {
+				return math.MinInt64
+			}
+			return math.MaxInt64
+		}
+		v = v*10 + int64(s[i]-'0')
+	}
+	if neg {
+		return -v
+	}
+	return v
 }

@@ -124,10 +124,11 @@ func tapFile(f *os.File, dev string) (*tapFrames, error) {
 }
 
 // OpenVec opens vector device v's transport: tap (the existing tap
-// ifname=) and raw (the host interface ifname=, through an AF_PACKET
-// socket in promiscuous mode, which needs CAP_NET_RAW). Frames go one at
-// a time; the vector options (depth, gro, headroom, vec) tune the C
-// kernel's batching and are accepted.
+// ifname=), raw (the host interface ifname=, through an AF_PACKET
+// socket in promiscuous mode, which needs CAP_NET_RAW), and hybrid, fd,
+// bess, l2tpv3 and gre (vector.go). Frames go one at a time; the vector
+// options (depth, gro, headroom, vec) tune the C kernel's batching and
+// are accepted.
 func OpenVec(v *cmdline.Vec) (Frames, string, error) {
 	ifname, _ := v.Get("ifname")
 	if (v.Transport == "tap" || v.Transport == "raw") && ifname == "" {
@@ -146,6 +147,16 @@ func OpenVec(v *cmdline.Vec) (Frames, string, error) {
 			return nil, "", fmt.Errorf("vector raw: %w", err)
 		}
 		return f, "vector raw transport on " + ifname, nil
+	case "hybrid":
+		return openVecHybrid(v)
+	case "fd":
+		return openVecFD(v)
+	case "bess":
+		return openVecBESS(v)
+	case "l2tpv3":
+		return openVecL2TPv3(v)
+	case "gre":
+		return openVecGRE(v)
 	}
 	return nil, "", fmt.Errorf("the %s vector transport is not implemented in this version of the engine", v.Transport)
 }
