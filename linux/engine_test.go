@@ -139,9 +139,9 @@ func TestInitArgs(t *testing.T) {
 	}
 	// A network interface whose transport is not implemented yet is
 	// parsed, and skipped with one line.
-	r = boot(t, "", time.Minute, "ubd0="+img, "con0=fd:0,fd:1", "con=null", "quiet", "eth0=slirp", "init=/bin/sh", "--", "-c", "echo up")
-	if r.code != 0 || !hasLine(r.stdout, "up") || strings.Count(r.stderr, "eth0: the slirp transport is not implemented") != 1 {
-		t.Errorf("eth0=slirp: exit %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
+	r = boot(t, "", time.Minute, "ubd0="+img, "con0=fd:0,fd:1", "con=null", "quiet", "eth0=pcap,lo", "init=/bin/sh", "--", "-c", "echo up")
+	if r.code != 0 || !hasLine(r.stdout, "up") || strings.Count(r.stderr, "eth0: the pcap transport is not implemented") != 1 {
+		t.Errorf("eth0=pcap: exit %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 }
 

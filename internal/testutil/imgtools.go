@@ -22,6 +22,11 @@ func GrowImage(t testing.TB, img string, size int64) {
 	if err := os.Truncate(img, size); err != nil {
 		t.Fatal(err)
 	}
+	// resize2fs wants a filesystem checked since it was last mounted.
+	e2fsck := NeedCmd(t, "e2fsck")[0]
+	if b, err := exec.Command(e2fsck, "-fp", img).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck -fp %s: %v\n%s", img, err, b)
+	}
 	if b, err := exec.Command(resize2fs, img).CombinedOutput(); err != nil {
 		t.Fatalf("resize2fs %s: %v\n%s", img, err, b)
 	}
