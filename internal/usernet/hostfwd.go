@@ -74,9 +74,13 @@ func parseAddrPort(s string, zeroPort bool) (netip.AddrPort, error) {
 	}
 	addr := netip.IPv4Unspecified()
 	if a != "" {
+		in := a
+		if strings.HasPrefix(a, "[") != strings.HasSuffix(a, "]") {
+			return netip.AddrPort{}, fmt.Errorf("bad address %q", in)
+		}
 		a = strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
-		if addr, err = netip.ParseAddr(a); err != nil {
-			return netip.AddrPort{}, fmt.Errorf("bad address %q", a)
+		if addr, err = netip.ParseAddr(a); err != nil || addr.Zone() != "" {
+			return netip.AddrPort{}, fmt.Errorf("bad address %q", in)
 		}
 	}
 	return netip.AddrPortFrom(addr.Unmap(), uint16(port)), nil
@@ -95,14 +99,14 @@ func (f Forward) key() string {
 	return proto + ":" + side(f.Host)
 }
 
-// side gives one side of a forward, the unspecified address as "".
+// side gives one side of a forward, the unspecified IPv4 address as "".
 func side(a netip.AddrPort) string {
 	s := ""
-	if !a.Addr().IsUnspecified() {
+	switch {
+	case a.Addr().Is6():
+		s = "[" + a.Addr().String() + "]"
+	case a.Addr() != netip.IPv4Unspecified():
 		s = a.Addr().String()
-		if a.Addr().Is6() {
-			s = "[" + s + "]"
-		}
 	}
 	return s + ":" + strconv.Itoa(int(a.Port()))
 }
@@ -131,21 +135,24 @@ var ErrForwardExists = errors.New("already forwarded")
 func (n *Net) AddForward(f Forward) error {
 	h := &hostFwd{f: f}
 	var err error
+	var port int
 	if f.UDP {
 		h.pc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(f.Host))
 		if err == nil {
-			h.f.Host = h.pc.LocalAddr().(*net.UDPAddr).AddrPort()
+			port = h.pc.LocalAddr().(*net.UDPAddr).Port
 		}
 	} else {
 		h.ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(f.Host))
 		if err == nil {
-			h.f.Host = h.ln.Addr().(*net.TCPAddr).AddrPort()
+			port = h.ln.Addr().(*net.TCPAddr).Port
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("hostfwd %s: %w", f, err)
 	}
-	h.f.Host = netip.AddrPortFrom(h.f.Host.Addr().Unmap(), h.f.Host.Port())
+	// The port the host picked for port 0; the address stays as asked
+	// (Go reports 0.0.0.0 as [::], which would name another forward).
+	h.f.Host = netip.AddrPortFrom(f.Host.Addr(), uint16(port))
 	n.mu.Lock()
 	if n.fwds[h.f.key()] != nil {
 		n.mu.Unlock()

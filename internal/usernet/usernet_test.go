@@ -3,6 +3,7 @@ package usernet_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -233,6 +234,23 @@ func TestForwards(t *testing.T) {
 	if err := n.RemoveForward(fs[0]); err == nil {
 		t.Errorf("removed twice")
 	}
+
+	// Every host address (empty): found again by the text it was asked
+	// with, its port filled in.
+	all, _ := usernet.ParseForward("tcp::0-:80")
+	if err := n.AddForward(all); err != nil {
+		t.Fatal(err)
+	}
+	var got usernet.Forward
+	for _, f := range n.Forwards() {
+		if !f.UDP {
+			got = f
+		}
+	}
+	again, err := usernet.ParseForward(fmt.Sprintf("tcp::%d-:1", got.Host.Port()))
+	if err != nil || got.Host.Port() == 0 || n.RemoveForward(again) != nil {
+		t.Errorf("the forward on every address (%v) was not found as %v", got, again)
+	}
 }
 
 func TestParseForward(t *testing.T) {
@@ -406,4 +424,22 @@ func TestGatewayIPv6(t *testing.T) {
 	if string(b) != "v6 hello" {
 		t.Fatalf("read %q, %v", b, err)
 	}
+}
+
+// FuzzParseForward: any hostfwd text is refused or read into a forward
+// whose text reads back the same.
+func FuzzParseForward(f *testing.F) {
+	for _, s := range []string{"tcp:127.0.0.1:8080-:80", "udp::5353-10.0.2.15:53", ":2222-:22", "tcp:[::1]:0-[fec0::15]:80", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fw, err := usernet.ParseForward(s)
+		if err != nil {
+			return
+		}
+		back, err := usernet.ParseForward(fw.String())
+		if err != nil || back != fw {
+			t.Fatalf("%q read as %+v, written %q, read back %+v (%v)", s, fw, fw.String(), back, err)
+		}
+	})
 }
