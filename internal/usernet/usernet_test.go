@@ -443,3 +443,52 @@ func FuzzParseForward(f *testing.F) {
 		}
 	})
 }
+
+// Close does not wait for a UDP flow to idle out.
+func TestCloseWithFlows(t *testing.T) {
+	up, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	go func() {
+		b := make([]byte, 512)
+		for {
+			k, from, err := up.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			up.WriteTo(b[:k], from)
+		}
+	}()
+	n, err := usernet.New(usernet.Config{Upstream: up.LocalAddr().(*net.UDPAddr).AddrPort()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := netdev.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Add("eth0", nil, n)
+	st.SetUp("eth0", true)
+	st.AddAddr("eth0", netip.MustParsePrefix("10.0.2.15/24"))
+	to := full("10.0.2.3", 53)
+	c, err := gonet.DialUDP(st.Netstack(), nil, &to, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("q"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 16)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := st.Remove("eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("removing the device took %v", d)
+	}
+}
