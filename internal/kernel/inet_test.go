@@ -76,14 +76,7 @@ func itoa(p uint16) string {
 // /proc/net/route and /proc/net/dev as busybox's route and ifconfig read
 // them.
 func TestProcNet(t *testing.T) {
-	st, err := netdev.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Add("eth0", nil, nopFrames{make(chan struct{})}); err != nil {
-		t.Fatal(err)
-	}
+	st := stackWithEth0(t)
 	if _, err := st.SetAddr4("eth0", netip.MustParsePrefix("192.168.1.7/24")); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +98,20 @@ func TestProcNet(t *testing.T) {
 	}
 }
 
+// stackWithEth0 returns a stack with an eth0 whose transport carries
+// nothing, closed when tb ends.
+func stackWithEth0(tb testing.TB) *netdev.Stack {
+	st, err := netdev.New()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(st.Close)
+	if _, err := st.Add("eth0", nil, nopFrames{make(chan struct{})}); err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
 // nopFrames is a transport that carries nothing.
 type nopFrames struct{ closed chan struct{} }
 
@@ -116,14 +123,7 @@ func (f nopFrames) Close() error                  { close(f.closed); return nil 
 // the engine's answerer over a stack with a device: it must never panic,
 // and every answer is a sequence of well-formed messages.
 func FuzzNetlink(f *testing.F) {
-	st, err := netdev.New()
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Add("eth0", nil, nopFrames{make(chan struct{})}); err != nil {
-		f.Fatal(err)
-	}
+	st := stackWithEth0(f)
 	req := func(typ, flags uint16, payload []byte) []byte {
 		b := make([]byte, 16, 16+len(payload))
 		binary.LittleEndian.PutUint32(b, uint32(16+len(payload)))
@@ -223,14 +223,7 @@ func TestProcNetSockets(t *testing.T) {
 // The neighbour table as /proc/net/arp (busybox arp) and RTM_NEWNEIGH
 // (ip neigh) show it: a static entry is complete and permanent.
 func TestNeighbors(t *testing.T) {
-	st, err := netdev.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.Add("eth0", nil, nopFrames{make(chan struct{})}); err != nil {
-		t.Fatal(err)
-	}
+	st := stackWithEth0(t)
 	st.SetUp("eth0", true)
 	if terr := st.Netstack().AddStaticNeighbor(2, ipv4.ProtocolNumber, tcpip.AddrFrom4([4]byte{10, 0, 2, 2}), "\x52\x55\x0a\x00\x02\x02"); terr != nil {
 		t.Fatal(terr)

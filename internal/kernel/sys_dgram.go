@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"os"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -51,41 +50,13 @@ type dgramSock struct {
 	opts      sockOpts
 }
 
-// dgramSocks is the kernel's table of guest datagram sockets, by the
-// host inode of the guest's end (own lock: the tracer reads it).
+// dgramSocks is the kernel's table of guest datagram sockets.
 type dgramSocks struct {
-	mu    sync.Mutex
-	m     map[uint64]*dgramSock
-	count atomic.Int32
+	sockTable[*dgramSock]
 	// recvs holds, by host tid, a recvfrom's or recvmsg's address
 	// buffer, length pointer and the buffer's size, noted at its entry
-	// (the host writes its own, shorter, length at the exit).
+	// (the host writes its own, shorter, length at the exit); under mu.
 	recvs map[int][3]uint64
-}
-
-func (t *dgramSocks) add(s *dgramSock) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m == nil {
-		t.m = map[uint64]*dgramSock{}
-	}
-	t.m[s.ino] = s
-	t.count.Store(int32(len(t.m)))
-}
-
-func (t *dgramSocks) get(ino uint64) *dgramSock {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[ino]
-}
-
-func (t *dgramSocks) drop(s *dgramSock) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m[s.ino] == s {
-		delete(t.m, s.ino)
-	}
-	t.count.Store(int32(len(t.m)))
 }
 
 // dgramKind returns the netstack protocol of a guest socket(2) the
@@ -140,10 +111,10 @@ func (c *call) dgramSocket(domain, typ, proto int, tp tcpip.TransportProtocolNum
 		proto = unix.IPPROTO_UDP
 	}
 	s := &dgramSock{family: domain, typ: base, proto: proto, mine: mine, ino: ino, ep: ep, wq: wq}
-	c.k.dgram.add(s)
+	c.k.dgram.put(s.ino, s)
 	r := c.install(guest, nil, typ&unix.SOCK_CLOEXEC != 0)
 	if r < 0 && r != answered {
-		c.k.dgram.drop(s)
+		c.k.dgram.drop(s.ino, s)
 		s.mine.Close()
 		ep.Close()
 		return r
@@ -159,7 +130,7 @@ func (s *dgramSock) in(k *Kernel) {
 	we, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
 	s.wq.EventRegister(&we)
 	defer s.wq.EventUnregister(&we)
-	defer k.dgram.drop(s)
+	defer k.dgram.drop(s.ino, s)
 	defer s.ep.Close()
 	for {
 		var b bytes.Buffer

@@ -64,17 +64,55 @@ const (
 	sockListening
 )
 
-// inetSocks is the kernel's table of guest TCP sockets. It has its own
-// lock: the tracer thread reads it (getsockname, getpeername).
-type inetSocks struct {
+// sockTable is a table of the machine's guest sockets of one kind, by
+// the host inode of the guest's end. It has its own lock: the tracer
+// thread reads it (getsockname, recvfrom's source).
+type sockTable[S comparable] struct {
 	mu    sync.Mutex
-	m     map[uint64]*inetSock
+	m     map[uint64]S
+	count atomic.Int32 // len(m), read without the lock
+}
+
+func (t *sockTable[S]) get(ino uint64) S {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[ino]
+}
+
+// putLocked adds s (t.mu held).
+func (t *sockTable[S]) putLocked(ino uint64, s S) {
+	if t.m == nil {
+		t.m = map[uint64]S{}
+	}
+	t.m[ino] = s
+	t.count.Store(int32(len(t.m)))
+}
+
+func (t *sockTable[S]) put(ino uint64, s S) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.putLocked(ino, s)
+}
+
+// drop forgets s, unless another socket took its inode since.
+func (t *sockTable[S]) drop(ino uint64, s S) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m[ino] == s {
+		delete(t.m, ino)
+	}
+	t.count.Store(int32(len(t.m)))
+}
+
+// inetSocks is the kernel's table of guest TCP sockets and their
+// accepted connections.
+type inetSocks struct {
+	sockTable[*inetSock]
 	conns map[uint64]*inetConn // accepted connections by id
 	// accepts holds, by host tid, the address buffer and length of an
 	// accept stopped at its entry (inetAcceptTrap).
 	accepts map[int][2]uint64
 	swept   int           // the table's size at the last sweep
-	count   atomic.Int32  // len(m), read without the lock
 	id      atomic.Uint64 // the last listener or connection id
 }
 
@@ -116,29 +154,11 @@ func (t *inetSocks) listenerAlive(ino uint64) bool {
 func (t *inetSocks) add(s *inetSock) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.m == nil {
-		t.m = map[uint64]*inetSock{}
-	}
-	t.m[s.ino] = s
+	t.putLocked(s.ino, s)
 	if len(t.m) > 2*t.swept+16 {
 		t.sweepLocked()
+		t.count.Store(int32(len(t.m)))
 	}
-	t.count.Store(int32(len(t.m)))
-}
-
-func (t *inetSocks) get(ino uint64) *inetSock {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[ino]
-}
-
-func (t *inetSocks) drop(s *inetSock) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m[s.ino] == s {
-		delete(t.m, s.ino)
-	}
-	t.count.Store(int32(len(t.m)))
 }
 
 // sweepLocked forgets the sockets never connected whose guest ends are
@@ -211,7 +231,7 @@ func (c *call) sysSocket(domain, typ, proto int) int64 {
 	c.k.inet.add(s)
 	r := c.install(guest, nil, typ&unix.SOCK_CLOEXEC != 0)
 	if r < 0 && r != answered {
-		c.k.inet.drop(s)
+		c.k.inet.drop(s.ino, s)
 		s.mine.Close()
 	}
 	return r
@@ -593,7 +613,7 @@ func (s *inetSock) pump(k *Kernel, conn *gonet.TCPConn) {
 	wg.Wait()
 	conn.Close()
 	s.mine.Close()
-	k.inet.drop(s)
+	k.inet.drop(s.ino, s)
 }
 
 // tcpipErrno maps a netstack error to the errno Linux gives.
@@ -978,7 +998,7 @@ func (c *call) sysListen(fd, backlog int) int64 {
 		return errno(err)
 	}
 	// The guest's fd is the listener now: its socketpair is gone.
-	c.k.inet.drop(s)
+	c.k.inet.drop(s.ino, s)
 	s.mine.Close()
 	s.ino = st.Ino
 	s.state = sockListening
@@ -1007,7 +1027,7 @@ func (c *call) guestFdFlags(n int) (nonblock, cloexec bool) {
 // lname until the listener's guest fds are all closed.
 func (s *inetSock) serve(k *Kernel, ep tcpip.Endpoint, wq *waiter.Queue, lname string) {
 	defer ep.Close()
-	defer k.inet.drop(s)
+	defer k.inet.drop(s.ino, s)
 	we, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
 	wq.EventRegister(&we)
 	defer wq.EventUnregister(&we)

@@ -343,16 +343,16 @@ func (k *Kernel) procNetSockets(name string) []byte {
 	v6 := strings.HasSuffix(name, "6")
 	isTCP := strings.HasPrefix(name, "tcp")
 	var b strings.Builder
-	addrW := 8
+	addrW, remote := 8, "rem_address"
 	if v6 {
-		addrW = 32
+		addrW, remote = 32, "remote_address"
 	}
 	if isTCP {
 		fmt.Fprintf(&b, "  sl  %-*s %-*s st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
-			addrW+5, "local_address", addrW+5, map[bool]string{false: "rem_address", true: "remote_address"}[v6])
+			addrW+5, "local_address", addrW+5, remote)
 	} else {
 		fmt.Fprintf(&b, "   sl  %-*s %-*s st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n",
-			addrW+5, "local_address", addrW+5, map[bool]string{false: "rem_address", true: "remote_address"}[v6])
+			addrW+5, "local_address", addrW+5, remote)
 	}
 	if k.cfg.Net == nil {
 		return []byte(b.String())

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -33,30 +32,8 @@ type nlSock struct {
 // nlSocks is the kernel's table of them, by the host inode of the guest's
 // end (own lock: the tracer reads it).
 type nlSocks struct {
-	mu    sync.Mutex
-	m     map[uint64]*nlSock
-	count atomic.Int32
-	next  atomic.Uint32
-}
-
-func (t *nlSocks) get(ino uint64) *nlSock {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[ino]
-}
-
-func (t *nlSocks) set(ino uint64, s *nlSock) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m == nil {
-		t.m = map[uint64]*nlSock{}
-	}
-	if s == nil {
-		delete(t.m, ino)
-	} else {
-		t.m[ino] = s
-	}
-	t.count.Store(int32(len(t.m)))
+	sockTable[*nlSock]
+	next atomic.Uint32
 }
 
 // netlinkSocket serves socket(AF_NETLINK, SOCK_RAW or SOCK_DGRAM,
@@ -69,10 +46,10 @@ func (c *call) netlinkSocket(typ int) int64 {
 	// Port ids as Linux gives them: the first socket of a process gets
 	// the process's pid; here every socket gets a fresh number.
 	s := &nlSock{mine: mine, ino: ino, pid: uint32(c.p.pid)<<8 | c.k.nl.next.Add(1)&0xff}
-	c.k.nl.set(s.ino, s)
+	c.k.nl.put(s.ino, s)
 	r := c.install(guest, nil, typ&unix.SOCK_CLOEXEC != 0)
 	if r < 0 && r != answered {
-		c.k.nl.set(s.ino, nil)
+		c.k.nl.drop(s.ino, s)
 		s.mine.Close()
 		return r
 	}
@@ -82,7 +59,7 @@ func (c *call) netlinkSocket(typ int) int64 {
 
 // serve answers the requests the guest sends on its end.
 func (s *nlSock) serve(k *Kernel) {
-	defer k.nl.set(s.ino, nil)
+	defer k.nl.drop(s.ino, s)
 	defer s.mine.Close()
 	buf := make([]byte, 65536)
 	for {

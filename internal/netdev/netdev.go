@@ -232,19 +232,16 @@ func (n *NIC) send(ctx context.Context) {
 		if pkt == nil {
 			return // closed
 		}
+		gso, hdrLen, dataLen := pkt.GSOOptions, pkt.HeaderSize(), pkt.Data().Size()
+		v := pkt.ToView()
+		pkt.DecRef()
 		var err error
-		if n.gso != nil && pkt.GSOOptions.Type != stack.GSONone {
-			gso, hdrLen, dataLen := pkt.GSOOptions, pkt.HeaderSize(), pkt.Data().Size()
-			v := pkt.ToView()
-			pkt.DecRef()
+		if n.gso != nil && gso.Type != stack.GSONone {
 			err = n.gso.WriteGSO(v.AsSlice(), gso, hdrLen, dataLen)
-			v.Release()
 		} else {
-			v := pkt.ToView()
-			pkt.DecRef()
 			err = n.frames.WriteFrame(v.AsSlice())
-			v.Release()
 		}
+		v.Release()
 		if err != nil && ctx.Err() != nil {
 			return
 		}

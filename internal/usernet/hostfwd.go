@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,16 +193,8 @@ func (n *Net) Forwards() []Forward {
 	for _, h := range n.fwds {
 		fs = append(fs, h.f)
 	}
-	sortForwards(fs)
+	sort.Slice(fs, func(i, j int) bool { return fs[i].String() < fs[j].String() })
 	return fs
-}
-
-func sortForwards(fs []Forward) {
-	for i := 1; i < len(fs); i++ {
-		for j := i; j > 0 && fs[j].String() < fs[j-1].String(); j-- {
-			fs[j], fs[j-1] = fs[j-1], fs[j]
-		}
-	}
 }
 
 // guestTarget returns where forward f goes in the guest, and the

@@ -102,22 +102,8 @@ func TestRefused(t *testing.T) {
 // The DNS proxy at 10.0.2.3:53 passes questions to the upstream
 // resolver and its answers back.
 func TestDNSProxy(t *testing.T) {
-	up, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	go func() {
-		b := make([]byte, 512)
-		for {
-			k, from, err := up.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			up.WriteTo(append([]byte("answer:"), b[:k]...), from)
-		}
-	}()
-	st, _ := guest(t, usernet.Config{Upstream: up.LocalAddr().(*net.UDPAddr).AddrPort()})
+	up := udpServer(t, func(q []byte) []byte { return append([]byte("answer:"), q...) })
+	st, _ := guest(t, usernet.Config{Upstream: up})
 	to := full("10.0.2.3", 53)
 	c, err := gonet.DialUDP(st.Netstack(), nil, &to, ipv4.ProtocolNumber)
 	if err != nil {
@@ -446,33 +432,8 @@ func FuzzParseForward(f *testing.F) {
 
 // Close does not wait for a UDP flow to idle out.
 func TestCloseWithFlows(t *testing.T) {
-	up, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	go func() {
-		b := make([]byte, 512)
-		for {
-			k, from, err := up.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			up.WriteTo(b[:k], from)
-		}
-	}()
-	n, err := usernet.New(usernet.Config{Upstream: up.LocalAddr().(*net.UDPAddr).AddrPort()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := netdev.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	st.Add("eth0", nil, n)
-	st.SetUp("eth0", true)
-	st.AddAddr("eth0", netip.MustParsePrefix("10.0.2.15/24"))
+	up := udpServer(t, func(q []byte) []byte { return q })
+	st, _ := guest(t, usernet.Config{Upstream: up})
 	to := full("10.0.2.3", 53)
 	c, err := gonet.DialUDP(st.Netstack(), nil, &to, ipv4.ProtocolNumber)
 	if err != nil {
@@ -491,4 +452,25 @@ func TestCloseWithFlows(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("removing the device took %v", d)
 	}
+}
+
+// udpServer runs a UDP server on the host's loopback that answers each
+// datagram with reply's, until t ends, and returns its address.
+func udpServer(t *testing.T, reply func([]byte) []byte) netip.AddrPort {
+	up, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	go func() {
+		b := make([]byte, 512)
+		for {
+			k, from, err := up.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			up.WriteTo(reply(b[:k]), from)
+		}
+	}()
+	return up.LocalAddr().(*net.UDPAddr).AddrPort()
 }
