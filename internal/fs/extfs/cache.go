@@ -69,6 +69,10 @@ type page struct {
 	evicted bool
 }
 
+// label names the page's memfd in messages ("memfd:ext4:<ino>"; a
+// spare's own name has no inode number).
+func (p *page) label() string { return "memfd:" + p.name }
+
 // sumOf is the crc32c of b zero-padded to a chunk.
 func sumOf(b []byte) uint32 {
 	s := crc32.Checksum(b, castagnoli)
@@ -131,7 +135,7 @@ func (f *FS) openPage(ino uint32, flags int) (*os.File, error) {
 		}
 		if flags&syscall.O_TRUNC != 0 {
 			if err := p.f.Truncate(0); err != nil {
-				return nil, fmt.Errorf("%s: %w", p.f.Name(), err)
+				return nil, fmt.Errorf("%s: %w", p.label(), err)
 			}
 		}
 	}
@@ -152,7 +156,7 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 		}
 		f.changed()
 	}
-	np, _, err := f.newPage(ino)
+	np, _, err := f.newPage(ino, true)
 	if err != nil {
 		return nil, err
 	}
@@ -164,18 +168,27 @@ func (f *FS) page(ino uint32, trunc bool) (*page, error) {
 }
 
 // newPage makes ino's page, filled, not yet in the cache; in is the
-// inode it was filled from.
-func (f *FS) newPage(ino uint32) (*page, *ext4.Inode, error) {
+// inode it was filled from. An empty file's page takes a spare memfd
+// when opening asks for one (spare.go): a file just created is opened
+// next, mostly for writing.
+func (f *FS) newPage(ino uint32, opening bool) (*page, *ext4.Inode, error) {
 	h, err := f.fs().Open(ino)
 	if err != nil {
 		return nil, nil, err
 	}
+	in := h.Inode()
 	name := "ext4:" + strconv.FormatUint(uint64(ino), 10)
+	if in.Size == 0 && opening {
+		if s, ok := f.takeSpare(); ok {
+			np := &page{ino: ino, name: name, f: s.f, wd: s.wd, wmask: watchWriters, used: f.clock.Add(1),
+				hostIno: s.ino, mtime: s.mtime, identified: true}
+			return np, in, nil
+		}
+	}
 	m, err := memfd.New(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	in := h.Inode()
 	np := &page{ino: ino, name: name, f: m, wd: -1, size: int64(in.Size), used: f.clock.Add(1)}
 	if err := f.fill(np, h); err != nil {
 		m.Close()
@@ -196,8 +209,11 @@ func (f *FS) insert(np *page, valid func() bool) *page {
 		return nil
 	}
 	if p != nil {
-		np.f.Close()
+		np.f.Close() // a spare's watch goes with its inode
 		return p
+	}
+	if np.wd >= 0 {
+		f.wd[np.wd] = np // a spare's watch
 	}
 	f.cache[np.ino] = np
 	f.bytes.Add(np.size)
@@ -234,7 +250,7 @@ func (p *page) fillDirect(src *os.File, ext []ext4.Extent) error {
 	end := int64(0)
 	for _, e := range ext {
 		if _, err := unix.Seek(fd, e.Off, io.SeekStart); err != nil {
-			return fmt.Errorf("%s: %w", p.f.Name(), err)
+			return fmt.Errorf("%s: %w", p.label(), err)
 		}
 		off, left := e.Dev, e.Len
 		for left > 0 {
@@ -246,7 +262,7 @@ func (p *page) fillDirect(src *os.File, ext []ext4.Extent) error {
 				err = io.ErrUnexpectedEOF
 			}
 			if err != nil {
-				return fmt.Errorf("%s: copying %d bytes from %s at %d: %w", p.f.Name(), left, src.Name(), off, err)
+				return fmt.Errorf("%s: copying %d bytes from %s at %d: %w", p.label(), left, src.Name(), off, err)
 			}
 			left -= int64(n)
 		}
@@ -254,7 +270,7 @@ func (p *page) fillDirect(src *os.File, ext []ext4.Extent) error {
 	}
 	if end < p.size {
 		if err := p.f.Truncate(p.size); err != nil {
-			return fmt.Errorf("%s: %w", p.f.Name(), err)
+			return fmt.Errorf("%s: %w", p.label(), err)
 		}
 	}
 	return nil
@@ -275,7 +291,7 @@ func (p *page) fillRead(r io.ReaderAt) error {
 		}
 		got, err := r.ReadAt(b, off)
 		if err != nil && !(errors.Is(err, io.EOF) && got == len(b)) {
-			return fmt.Errorf("%s: reading at %d: %w", p.f.Name(), off, err)
+			return fmt.Errorf("%s: reading at %d: %w", p.label(), off, err)
 		}
 		run := -1 // start of the data run being gathered
 		flush := func(e int) error {
@@ -283,7 +299,7 @@ func (p *page) fillRead(r io.ReaderAt) error {
 				return nil
 			}
 			if _, err := p.f.WriteAt(b[run:e], off+int64(run)); err != nil {
-				return fmt.Errorf("%s: %w", p.f.Name(), err)
+				return fmt.Errorf("%s: %w", p.label(), err)
 			}
 			end, run = off+int64(e), -1
 			return nil
@@ -303,7 +319,7 @@ func (p *page) fillRead(r io.ReaderAt) error {
 	}
 	if end < p.size {
 		if err := p.f.Truncate(p.size); err != nil {
-			return fmt.Errorf("%s: %w", p.f.Name(), err)
+			return fmt.Errorf("%s: %w", p.label(), err)
 		}
 	}
 	return nil
@@ -337,7 +353,7 @@ func (p *page) ensureSums() error {
 			continue
 		}
 		if _, err := unix.Pread(fd, buf[:n], off); err != nil {
-			return fmt.Errorf("%s: read at %d: %w", p.f.Name(), off, err)
+			return fmt.Errorf("%s: read at %d: %w", p.label(), off, err)
 		}
 		sums[i] = sumOf(buf[:n])
 	}
@@ -367,7 +383,7 @@ func (p *page) identify() error {
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(p.f.Fd()), &st); err != nil {
-		return fmt.Errorf("%s: %w", p.f.Name(), err)
+		return fmt.Errorf("%s: %w", p.label(), err)
 	}
 	p.hostIno, p.mtime, p.identified = st.Ino, st.Mtim, true
 	return nil
@@ -422,7 +438,7 @@ func (f *FS) writeback(p *page, all bool) error {
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(p.f.Fd()), &st); err != nil {
-		return fmt.Errorf("%s: %w", p.f.Name(), err)
+		return fmt.Errorf("%s: %w", p.label(), err)
 	}
 	if !all && !p.written && st.Size == p.size && st.Mtim == p.mtime {
 		return nil
@@ -465,7 +481,7 @@ func (f *FS) writeback(p *page, all bool) error {
 		}
 		b := buf[:n]
 		if _, err := unix.Pread(fd, b, off); err != nil {
-			return fmt.Errorf("%s: read at %d: %w", p.f.Name(), off, err)
+			return fmt.Errorf("%s: read at %d: %w", p.label(), off, err)
 		}
 		s := sumOf(b)
 		if s == p.sums[i] && i != force {
@@ -503,13 +519,13 @@ func (p *page) setMtime(t time.Time) error {
 	fd := int(p.f.Fd())
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("%s: %w", p.f.Name(), err)
+		return fmt.Errorf("%s: %w", p.label(), err)
 	}
 	clean := !p.written && st.Size == p.size && st.Mtim == p.mtime
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Sec: t.Unix(), Nsec: int64(t.Nanosecond())}}
 	// utimensat(fd, NULL, …): the memfd itself, no walk of /proc/self/fd.
 	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
-		return fmt.Errorf("%s: setting mtime: %w", p.f.Name(), e)
+		return fmt.Errorf("%s: setting mtime: %w", p.label(), e)
 	}
 	if clean && unix.Fstat(fd, &st) == nil {
 		p.mtime = st.Mtim

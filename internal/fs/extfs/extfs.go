@@ -77,7 +77,11 @@ type FS struct {
 	stuck    int        // opens before the next try, after a pass that fell short
 	bufs     sync.Pool  // write-back's chunk buffers, reused
 	done     sync.WaitGroup
-	closed   bool
+	// spare memfds for new files' pages (spare.go); nil without close
+	// notifications
+	spares    chan spare
+	spareKick chan struct{}
+	closed    bool
 }
 
 // New wraps a filesystem opened read-only.
@@ -114,6 +118,8 @@ func Mount(dev ext4.Device, size int64, o Options) (*FS, error) {
 	f.drv.Store(drv)
 	if err := f.startWatch(); err != nil {
 		o.Logf("extfs: no close notifications (%v): files are written back at sync and periodically only", err)
+	} else {
+		f.startSpares()
 	}
 	if o.Writeback > 0 {
 		f.done.Add(1)

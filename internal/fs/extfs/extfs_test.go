@@ -3,6 +3,7 @@ package extfs
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -320,4 +321,53 @@ func TestXattrAndRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.E2fsck(t, img)
+}
+
+// TestSpares: new files' pages take memfds made ahead, and what is
+// written to them still reaches the image at the last writer's close;
+// a file whose page is evicted and made again gets a memfd of its own.
+func TestSpares(t *testing.T) {
+	testutil.NeedCmd(t, "mkfs.ext4", "debugfs", "e2fsck")
+	fs, img := mount(t, Options{Writeback: -1})
+	first := create(t, fs, "first")
+	openFile(t, first, syscall.O_WRONLY).Close() // no spare yet: it asks for them
+	waitFor(t, "the spares", func() bool { return len(fs.spares) == spareCount })
+
+	const n = spareCount + spareCount/2 // more than are ready at once
+	var nodes []*file
+	for i := range n {
+		nd := create(t, fs, fmt.Sprintf("f%02d", i))
+		w := openFile(t, nd, syscall.O_WRONLY)
+		if _, err := w.Write(bytes.Repeat([]byte{byte('a' + i%26)}, 1000+i)); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		nodes = append(nodes, nd)
+	}
+	spared := 0
+	for _, nd := range nodes {
+		p := fs.cached(nd.ino)
+		if p == nil {
+			t.Fatalf("inode %d: no page", nd.ino)
+		}
+		fs.mu.Lock()
+		if p.wd >= 0 && fs.wd[p.wd] == p && p.hostIno != 0 {
+			spared++
+		}
+		fs.mu.Unlock()
+	}
+	if spared < spareCount {
+		t.Errorf("%d of %d new files' pages are watched spares, want at least %d", spared, n, spareCount)
+	}
+	for i, nd := range nodes {
+		want := bytes.Repeat([]byte{byte('a' + i%26)}, 1000+i)
+		waitFor(t, fmt.Sprintf("write-back of f%02d at close", i), func() bool { return bytes.Equal(imageContent(t, fs, nd.ino), want) })
+	}
+	if err := fs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.E2fsck(t, img)
+	if out := debugfs(t, img, "cat /f47"); out != strings.Repeat("v", 1047) {
+		t.Errorf("debugfs cat /f47: %q", out)
+	}
 }

@@ -151,7 +151,7 @@ func (f *FS) fillPage(ino uint32, g uint64) (int64, error) {
 	if in, err := f.fs().Inode(ino); err != nil || in.Size > raBytes {
 		return 0, err // a big file is read when it is opened, not ahead
 	}
-	np, in, err := f.newPage(ino)
+	np, in, err := f.newPage(ino, false)
 	if err != nil {
 		return 0, err
 	}

@@ -88,7 +88,7 @@ var selfFdDir = sync.OnceValues(func() (int, error) {
 // O_EXCL, O_TRUNC and O_CLOEXEC are dropped: the caller handles them). The
 // new file has its own offset.
 func Reopen(f *os.File, flags int) (*os.File, error) {
-	keep := syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_NONBLOCK | syscall.O_DSYNC | syscall.O_SYNC | syscall.O_NOATIME | syscall.O_DIRECT
+	keep := syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_DSYNC | syscall.O_SYNC | syscall.O_NOATIME | syscall.O_DIRECT
 	fl := flags&keep | syscall.O_CLOEXEC
 	var fd int
 	var err error
@@ -100,5 +100,15 @@ func Reopen(f *os.File, flags int) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reopen %s: %w", f.Name(), err)
 	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
+	// O_NONBLOCK after os.NewFile: given a non-blocking fd, NewFile
+	// tries to add it to the runtime's poller (epoll refuses memfds), a
+	// cost in every guest open of such a file (GNU tar opens with it).
+	nf := os.NewFile(uintptr(fd), f.Name())
+	if flags&syscall.O_NONBLOCK != 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|syscall.O_NONBLOCK); err != nil {
+			nf.Close()
+			return nil, fmt.Errorf("reopen %s: O_NONBLOCK: %w", f.Name(), err)
+		}
+	}
+	return nf, nil
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // zeroReader is a ReaderAt whose content is zeros except for data at off.
@@ -95,5 +97,19 @@ func TestReopen(t *testing.T) {
 	all, _ := io.ReadAll(w)
 	if !bytes.Equal(all, []byte("one")) {
 		t.Errorf("content %q", all)
+	}
+	// The status flags a guest asked for are the new file's, O_NONBLOCK
+	// included (it is set after os.NewFile).
+	for _, fl := range []int{syscall.O_RDWR, syscall.O_WRONLY | syscall.O_NONBLOCK, syscall.O_RDONLY | syscall.O_NONBLOCK | syscall.O_APPEND} {
+		g, err := Reopen(w, fl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := unix.FcntlInt(g.Fd(), unix.F_GETFL, 0)
+		g.Close()
+		const mask = syscall.O_ACCMODE | syscall.O_NONBLOCK | syscall.O_APPEND
+		if err != nil || got&mask != fl {
+			t.Errorf("Reopen(%#o): F_GETFL %#o (%v), want %#o", fl, got&mask, err, fl)
+		}
 	}
 }
