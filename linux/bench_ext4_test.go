@@ -38,15 +38,24 @@ var benchExt4Steps = []string{
 const benchExt4Reps = 3
 
 // benchExt4Rows are the reported rows: the sum of some steps.
-var benchExt4Rows = []struct {
-	name  string
-	steps []int
-}{
+var benchExt4Rows = []benchExt4Row{
 	{"dd 256 MiB write+sync", []int{0}},
 	{"dd 256 MiB read (cached)", []int{1}},
 	{"tar x 50 MiB + sync", []int{2, 3}},
 	{"  of which tar x", []int{2}},
 	{"  of which the sync", []int{3}},
+}
+
+// benchExt4Row is a reported row: its name and the steps it sums.
+type benchExt4Row struct {
+	name  string
+	steps []int
+}
+
+// benchFloorRows are the floor's rows, of benchFloorSteps.
+var benchFloorRows = []benchExt4Row{
+	{"tar x 50 MiB + sync", []int{0, 1}},
+	{"  of which tar x", []int{0}},
 }
 
 // benchExt4Script times each step with date and prints "STEP<i>.<rep>
@@ -55,7 +64,11 @@ var benchExt4Rows = []struct {
 // not (the C kernel mounts it read-only by default) and read-only at the
 // end, so that every kernel leaves a clean filesystem; machine runs then
 // power off.
-func benchExt4Script(machine bool) string {
+//
+// floor, if set (native runs only), is the path of the notifyfloor
+// program (bench_floor_test.go): the tar x and its sync then run again
+// under it, as "FLOOR<i>.<rep>" lines.
+func benchExt4Script(machine bool, floor string) string {
 	var b strings.Builder
 	b.WriteString("#!/bin/bash\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\nt() { date +%s.%N; }\n")
 	if machine {
@@ -65,6 +78,15 @@ func benchExt4Script(machine bool) string {
 		b.WriteString("rm -rf /bench-dd /bench-x; sync\n")
 		for i, c := range benchExt4Steps {
 			fmt.Fprintf(&b, "a=$(t); %s; z=$(t); echo STEP%d.%d $a $z\n", c, i, r)
+		}
+	}
+	for r := range benchExt4Reps {
+		if floor == "" {
+			break
+		}
+		b.WriteString("rm -rf /bench-dd /bench-x; sync\n")
+		for i, c := range benchFloorSteps(floor) {
+			fmt.Fprintf(&b, "a=$(t); %s; z=$(t); echo FLOOR%d.%d $a $z\n", c, i, r)
 		}
 	}
 	b.WriteString("rm -rf /bench-dd /bench-x; sync\necho ROWS-DONE\n")
@@ -118,14 +140,26 @@ func benchTarball(path string, size int64) (files int, err error) {
 	return files, tw.Close()
 }
 
+// benchFloorSteps are the tar x steps of benchExt4Steps (the tar and
+// its sync) run under the floor program.
+func benchFloorSteps(floor string) []string {
+	return []string{"mkdir /bench-x && " + floor + " tar xf /bench.tar -C /bench-x", "sync"}
+}
+
 // benchExt4Parse returns each row's seconds from a run's output: the
 // median over the repetitions of the row's steps.
 func benchExt4Parse(out string) ([]float64, bool) {
-	reps := make([][]time.Duration, len(benchExt4Rows))
+	return benchRowsParse(out, "STEP", len(benchExt4Steps), benchExt4Rows)
+}
+
+// benchRowsParse is benchExt4Parse for lines "<prefix><step>.<rep> <start>
+// <end>" of nsteps steps.
+func benchRowsParse(out, prefix string, nsteps int, rows []benchExt4Row) ([]float64, bool) {
+	reps := make([][]time.Duration, len(rows))
 	for r := range benchExt4Reps {
-		step := make([]float64, len(benchExt4Steps))
-		for i := range benchExt4Steps {
-			f := guestField(out, fmt.Sprintf("STEP%d.%d", i, r))
+		step := make([]float64, nsteps)
+		for i := range nsteps {
+			f := guestField(out, fmt.Sprintf("%s%d.%d", prefix, i, r))
 			if len(f) != 2 {
 				return nil, false
 			}
@@ -136,7 +170,7 @@ func benchExt4Parse(out string) ([]float64, bool) {
 			}
 			step[i] = z - a
 		}
-		for i, row := range benchExt4Rows {
+		for i, row := range rows {
 			var sum float64
 			for _, s := range row.steps {
 				sum += step[s]
@@ -144,7 +178,7 @@ func benchExt4Parse(out string) ([]float64, bool) {
 			reps[i] = append(reps[i], time.Duration(sum*float64(time.Second)))
 		}
 	}
-	v := make([]float64, len(benchExt4Rows))
+	v := make([]float64, len(rows))
 	for i := range v {
 		v[i] = benchMedian(reps[i]).Seconds()
 	}
@@ -162,22 +196,37 @@ func TestBenchExt4(t *testing.T) {
 		t.Fatal(err)
 	}
 	script := filepath.Join(e.dir, "bench-ext4.sh")
-	os.WriteFile(script, []byte(benchExt4Script(true)), 0o755)
+	os.WriteFile(script, []byte(benchExt4Script(true, "")), 0o755)
 	e.addDebianFiles(t, map[string]string{"/bench.tar": tarball, "/bench-ext4.sh": script})
 	e.cimg = filepath.Join(e.dir, "c.img")
 	testutil.CopySparse(t, e.img, e.cimg)
 	nimg := filepath.Join(e.dir, "native.img")
 	testutil.CopySparse(t, e.img, nimg)
 	t.Logf("tarball: %d files, 50 MiB", nfiles)
+	// The floor runs in the native chroot only.
+	floor, why := "/notifyfloor", ""
+	if bin, err := testutil.BuildStaticC("notifyfloor", benchFloorSrc()); err != nil {
+		floor, why = "", err.Error()
+	} else {
+		testutil.AddFiles(t, nimg, map[string]string{floor: bin})
+	}
 
 	// Ours, natively (chrooted into a read-write loop mount of its own
 	// copy) and the C kernel.
-	cols := benchThree(t, e, "/bench-ext4.sh", benchExt4Script(false), nimg, true, benchExt4Parse)
+	var floorCols []float64
+	parse := func(out string) ([]float64, bool) {
+		if v, ok := benchRowsParse(out, "FLOOR", 2, benchFloorRows); ok {
+			floorCols = v
+		}
+		return benchExt4Parse(out)
+	}
+	cols := benchThree(t, e, "/bench-ext4.sh", benchExt4Script(false, floor), nimg, true, parse)
 	var names []string
 	for _, r := range benchExt4Rows {
 		names = append(names, r.name)
 	}
 	benchTable(t, fmt.Sprintf("ext4 write (median of %d)", benchExt4Reps), names, cols, 2, 3)
+	benchFloorTable(t, cols, floorCols, why)
 	// Every kernel left a consistent filesystem.
 	e2fsckQuiet(t, e.img)
 	if cols.ck != nil {
