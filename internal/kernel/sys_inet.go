@@ -1066,14 +1066,18 @@ func (s *inetSock) hand(k *Kernel, nep tcpip.Endpoint, nwq *waiter.Queue, lname 
 		unix.Close(h)
 		return false
 	}
+	// The addresses are known before the connect: the guest's accept
+	// can return, and look them up (inetAcceptExit), as soon as it is
+	// made.
+	local, _ := nep.GetLocalAddress()
+	peer, _ := nep.GetRemoteAddress()
+	k.inet.addConn(id, &inetConn{family: s.family, local: local, peer: peer})
 	if err := unix.Connect(h, &unix.SockaddrUnix{Name: lname}); err != nil {
+		k.inet.dropConn(id)
 		unix.Close(h) // the listener is gone, or its queue is full
 		return false
 	}
 	unix.SetNonblock(h, true)
-	local, _ := nep.GetLocalAddress()
-	peer, _ := nep.GetRemoteAddress()
-	k.inet.addConn(id, &inetConn{family: s.family, local: local, peer: peer})
 	cs := &inetSock{family: s.family, mine: os.NewFile(uintptr(h), "inet"), state: sockConnected, local: local, peer: peer}
 	go func() {
 		cs.pump(k, gonet.NewTCPConn(nwq, nep))
