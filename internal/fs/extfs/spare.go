@@ -2,9 +2,10 @@ package extfs
 
 import (
 	"os"
-	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/umltools/umltools/internal/fs/memfd"
 )
 
 // Spare memfds: the page of a new (or emptied) file takes a memfd made
@@ -86,24 +87,20 @@ func (f *FS) spareMaker() {
 				f.opts.Logf("extfs: making a memfd ahead: %v", err)
 				break
 			}
-			select {
-			case f.spares <- s:
-			default: // cannot happen: the maker is the only sender
-				s.f.Close()
-			}
+			f.spares <- s // never blocks: the maker is the only sender
 		}
 	}
 }
 
 // makeSpare makes one spare memfd.
 func (f *FS) makeSpare() (spare, error) {
-	fd, err := unix.MemfdCreate("ext4", unix.MFD_CLOEXEC)
+	m, err := memfd.New("ext4")
 	if err != nil {
 		return spare{}, err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
+	if err := unix.Fstat(int(m.Fd()), &st); err != nil {
+		m.Close()
 		return spare{}, err
 	}
 	// f.mu across the call, as watch does: stopWatch must not close the
@@ -111,15 +108,15 @@ func (f *FS) makeSpare() (spare, error) {
 	f.mu.Lock()
 	wd := -1
 	if f.ino >= 0 {
-		wd, err = unix.InotifyAddWatch(f.ino, "/proc/self/fd/"+strconv.Itoa(fd), watchWriters)
+		wd, err = unix.InotifyAddWatch(f.ino, memfd.ProcPath(m), watchWriters)
 	}
 	f.mu.Unlock()
 	if wd < 0 {
-		unix.Close(fd)
+		m.Close()
 		if err == nil {
 			err = unix.EBADF // the watch stopped
 		}
 		return spare{}, err
 	}
-	return spare{f: os.NewFile(uintptr(fd), "memfd:ext4"), wd: int32(wd), ino: st.Ino, mtime: st.Mtim}, nil
+	return spare{f: m, wd: int32(wd), ino: st.Ino, mtime: st.Mtim}, nil
 }
