@@ -45,10 +45,31 @@ func bootOnPty(t *testing.T, args ...string) *sysvMachine {
 	}
 	go func() { m.cmd.Wait(); close(m.done) }()
 	t.Cleanup(func() {
+		select {
+		case <-m.done:
+		default:
+			// A machine still up when its test failed is asked where
+			// it is stuck first: SIGQUIT prints every goroutine's stack.
+			if t.Failed() {
+				t.Logf("processes (pid tid comm state wchan syscall):\n%s", testutil.ProcTree(m.cmd.Process.Pid))
+				m.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case <-m.done:
+				case <-time.After(5 * time.Second):
+				}
+			}
+		}
 		m.cmd.Process.Kill()
 		<-m.done
 		if t.Failed() {
-			t.Logf("boot log:\n%s", lastLines(m.log.String(), 30))
+			log, dump := m.log.String(), ""
+			if i := strings.Index(log, "SIGQUIT: quit"); i >= 0 {
+				log, dump = log[:i], log[i:]
+			}
+			t.Logf("boot log:\n%s", lastLines(log, 30))
+			if dump != "" {
+				t.Logf("the engine's goroutines:\n%s", dump)
+			}
 		}
 	})
 	return m

@@ -179,13 +179,22 @@ func RunCmd(t testing.TB, cmd *exec.Cmd, timeout time.Duration) Result {
 		t.Fatalf("%s: %v", cmd.Path, err)
 	}
 	var timer *time.Timer
-	hung := make(chan bool, 1)
+	hung := make(chan string, 1)
 	if timeout > 0 {
-		timer = time.AfterFunc(timeout, func() { hung <- true; cmd.Process.Kill() })
+		// A hang is asked for its state before it is killed: its
+		// processes and where each waits, then SIGQUIT, which makes a
+		// Go program print every goroutine's stack on stderr.
+		timer = time.AfterFunc(timeout, func() {
+			hung <- ProcTree(cmd.Process.Pid)
+			cmd.Process.Signal(syscall.SIGQUIT)
+			time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
+		})
 	}
 	err := cmd.Wait()
-	if timer != nil && !timer.Stop() && <-hung {
-		t.Fatalf("%s %q: hung, killed after %v", cmd.Path, cmd.Args[1:], timeout)
+	if timer != nil && !timer.Stop() {
+		tree := <-hung
+		t.Fatalf("%s %q: hung, killed after %v\nprocesses (pid tid comm state wchan syscall):\n%s\nstdout (end):\n%s\nstderr (end):\n%s",
+			cmd.Path, cmd.Args[1:], timeout, tree, tail(o.String(), 4<<10), tail(e.String(), 64<<10))
 	}
 	code := 0
 	var xe *exec.ExitError
