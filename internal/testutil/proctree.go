@@ -10,7 +10,8 @@ import (
 
 // ProcTree describes pid and every process beneath it, a thread a line:
 // pid, tid, command, state, the kernel function it sleeps in and the
-// system call it is in (/proc/<tid>/syscall: its number, or "running").
+// system call it is in (/proc/<tid>/syscall: its number, or "running"),
+// and the signals pending for the thread and its process when there are.
 // A test prints it when a process it started hangs: a guest thread
 // waiting for the engine shows there in the engine's notification
 // (seccomp_do_user_notification), with the syscall's number.
@@ -41,8 +42,8 @@ func ProcTree(pid int) string {
 		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
 		for _, t := range tids {
 			dir := fmt.Sprintf("/proc/%d/task/%s/", p, t.Name())
-			fmt.Fprintf(&b, "%d %s %s %s %s %s\n", p, t.Name(), procField(dir+"comm"), procState(dir+"stat"),
-				procField(dir+"wchan"), firstWord(procField(dir+"syscall")))
+			fmt.Fprintf(&b, "%d %s %s %s %s %s%s\n", p, t.Name(), procField(dir+"comm"), procState(dir+"stat"),
+				procField(dir+"wchan"), firstWord(procField(dir+"syscall")), pending(dir+"status"))
 		}
 	}
 	return b.String()
@@ -96,4 +97,20 @@ func firstWord(s string) string {
 		return f[0]
 	}
 	return "-"
+}
+
+// pending reads the pending signal masks of a status file: "" when none.
+func pending(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	out := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":\t")
+		if ok && (k == "SigPnd" || k == "ShdPnd") && strings.Trim(v, "0") != "" {
+			out += " " + k + "=" + v
+		}
+	}
+	return out
 }

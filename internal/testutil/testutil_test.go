@@ -50,3 +50,21 @@ func TestProcTree(t *testing.T) {
 		t.Error("a missing pid has a tree")
 	}
 }
+
+func TestPending(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ status, want string }{
+		{"Name:\tsh\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n", ""},
+		{"SigPnd:\t0000000000000100\nShdPnd:\t0000000000000000\nSigBlk:\t0000000000000100\n", " SigPnd=0000000000000100"},
+		{"SigPnd:\t0000000000000000\nShdPnd:\t0000000000080000\n", " ShdPnd=0000000000080000"},
+	} {
+		p := filepath.Join(dir, "status")
+		os.WriteFile(p, []byte(tc.status), 0o644)
+		if got := pending(p); got != tc.want {
+			t.Errorf("pending(%q) = %q, want %q", tc.status, got, tc.want)
+		}
+	}
+	if got := pending(filepath.Join(dir, "none")); got != "" {
+		t.Errorf("a missing file: %q", got)
+	}
+}
