@@ -42,3 +42,46 @@ func TestFifo(t *testing.T) {
 	}
 	fsckClean(t, img)
 }
+
+// execWaitC execs while another of its threads waits in an open the
+// engine serves (a FIFO's, with no writer ever).
+const execWaitC = `#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static void *reader(void *a) {
+	open("/tmp/f", O_RDONLY);
+	return a;
+}
+
+int main(void) {
+	pthread_t t;
+	pthread_create(&t, 0, reader, 0);
+	usleep(300000);
+	printf("exec-now\n");
+	fflush(stdout);
+	char *argv[] = {"/bin/sh", "-c", "echo exec-$((3+4))", 0};
+	execv(argv[0], argv);
+	perror("execv");
+	return 1;
+}
+`
+
+// TestExecWhileSiblingWaits: an exec stops the caller's other threads
+// first; one that waits in a syscall the engine serves (here a FIFO open
+// that never ends) cannot stop until it is answered, so the exec goes on
+// without it, and Linux's exec ends it.
+func TestExecWhileSiblingWaits(t *testing.T) {
+	img := testutil.DefaultImage(t)
+	bin := testutil.StaticC(t, "execwait", execWaitC)
+	testutil.AddFiles(t, img, map[string]string{"/bin/execwait": bin})
+	script := "mount -t tmpfs tmpfs /tmp; mkfifo /tmp/f; /bin/execwait; echo rc-$?; poweroff -f\n"
+	r := boot(t, script, time.Minute, "ubd0="+img, "init=/bin/sh", "con0=fd:0,fd:1", "con=null")
+	for _, want := range []string{"exec-now", "\nexec-7", "\nrc-0"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("no %q in the output:\n%s\nstderr:\n%s", want, r.stdout, lastLines(r.stderr, 10))
+		}
+	}
+	fsckClean(t, img)
+}

@@ -425,7 +425,7 @@ func (s *Sandbox) settle(want map[int]bool, pid int) {
 		// only once that is likely.
 		if waited >= time.Millisecond {
 			for tid := range want {
-				if st, flags := hostState(tid); st == 'D' || st == 'Z' || st == 'X' || st == 0 || flags&pfExiting != 0 {
+				if parked(tid) {
 					delete(want, tid)
 				}
 			}
@@ -437,6 +437,15 @@ func (s *Sandbox) settle(want map[int]bool, pid int) {
 		waited += pause
 		pause = min(2*pause, time.Millisecond)
 	}
+}
+
+// parked reports whether host thread tid can run no more guest code
+// without first reporting a stop or its exit: it sits uninterruptibly in
+// the host kernel (state D), which a PTRACE_INTERRUPT does not end, or it
+// is exiting or gone.
+func parked(tid int) bool {
+	st, flags := hostState(tid)
+	return st == 'D' || st == 'Z' || st == 'X' || st == 0 || flags&pfExiting != 0
 }
 
 // pfExiting is the kernel's PF_EXITING task flag.

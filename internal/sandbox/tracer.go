@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -403,7 +404,9 @@ func (s *Sandbox) keep(tid int, ws unix.WaitStatus) {
 // thread) before writing guest memory the host kernel will read, so no
 // other thread can change it in between (TOCTOU), and call the returned
 // function before the handler returns. Stops the siblings report meanwhile
-// are kept and handled after the current one.
+// are kept and handled after the current one. A sibling held in the host
+// kernel (waiting for the engine's answer to a syscall, say) is not
+// waited for: it stops before it runs guest code again.
 //
 // While the sandbox is frozen (a Handler's EvExit then), no guest code
 // runs and StopSiblings does nothing.
@@ -412,32 +415,48 @@ func (t *Task) StopSiblings() (resume func()) {
 	if s == nil || s.frozen {
 		return func() {}
 	}
-	var frozen []int
+	want := map[int]bool{}
 	for _, o := range s.tasks {
 		if o == t || o.Tgid != t.Tgid || o.held || o.queued || !o.started {
 			continue
 		}
-		if ptrace(abi.PTRACE_INTERRUPT, o.Tid, 0, 0) != nil {
-			continue // gone
+		if ptrace(abi.PTRACE_INTERRUPT, o.Tid, 0, 0) == nil { // else gone
+			want[o.Tid] = true
 		}
-		for {
+	}
+	var frozen []int
+	pause, waited := 10*time.Microsecond, time.Duration(0)
+	for len(want) > 0 {
+		for tid := range want {
 			var ws unix.WaitStatus
-			_, err := unix.Wait4(o.Tid, &ws, abi.WALL|abi.WNOTHREAD, nil)
-			if err == unix.EINTR {
-				continue
+			got, err := unix.Wait4(tid, &ws, abi.WALL|abi.WNOTHREAD|unix.WNOHANG, nil)
+			switch {
+			case err == unix.EINTR:
+			case err != nil: // gone
+				delete(want, tid)
+			case got == tid:
+				delete(want, tid)
+				if st := uint32(ws); ws.Stopped() && st>>16 == abi.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP {
+					frozen = append(frozen, tid) // our interrupt
+				} else {
+					// Another stop (or its exit) came first: it is
+					// stopped now, and the main loop handles that stop
+					// later.
+					s.keep(tid, ws)
+				}
+			case waited >= time.Millisecond && parked(tid):
+				// Held in the host kernel, for example waiting for
+				// the engine's answer to a syscall, which may need
+				// what the caller holds: it stops (the interrupt is
+				// pending) before it runs guest code again, and the
+				// main loop resumes it then.
+				delete(want, tid)
 			}
-			if err != nil {
-				break
-			}
-			st := uint32(ws)
-			if ws.Stopped() && st>>16 == abi.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP {
-				frozen = append(frozen, o.Tid) // our interrupt
-			} else {
-				// Another stop (or its exit) came first: it is stopped
-				// now, and the main loop handles that stop later.
-				s.keep(o.Tid, ws)
-			}
-			break
+		}
+		if len(want) > 0 {
+			time.Sleep(pause)
+			waited += pause
+			pause = min(2*pause, time.Millisecond)
 		}
 	}
 	return func() {
