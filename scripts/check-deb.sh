@@ -34,8 +34,18 @@ ok() { echo "check-deb: ok: $*"; }
 status() { dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | tr -d ' ' || true; }
 # alive PID: the process runs (a zombie left to an unreaping parent does not).
 alive() { s=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$s" ] && [ "${s#Z}" = "$s" ]; }
-# switches: the uml_switch processes still running.
-switches() { for p in $(pgrep -x uml_switch); do alive "$p" && echo "$p"; done; true; }
+# switches: the installed uml_switch's processes still running (a switch
+# of a test run, or the user's own build, is not the package's; after
+# dpkg -r the kernel names the binary "… (deleted)").
+switches() {
+	for p in $(pgrep -x uml_switch); do
+		alive "$p" || continue
+		case "$(readlink /proc/$p/exe)" in
+		/usr/bin/uml_switch | "/usr/bin/uml_switch (deleted)") echo "$p" ;;
+		esac
+	done
+	true
+}
 # asuser UID GROUPS CMD...: CMD run by UID with only GROUPS, through a
 # shell, so that the exec of CMD is checked without root's capabilities
 # (setpriv still holds them when it execs).
