@@ -264,6 +264,8 @@ type Sandbox struct {
 	err     error
 	tasks   map[int]*Task
 	early   map[int]int // tid → wait status of tasks that died unannounced
+	// orphanCheck: a killOrphans request is on its way (orphan.go)
+	orphanCheck bool
 	// pending holds stops collected out of turn (by StopSiblings, Regs,
 	// or while frozen), handled in order before the next wait4 unless
 	// frozen; a task's exit follows its own kept stop there.

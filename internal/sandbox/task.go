@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -29,6 +30,7 @@ type Task struct {
 	started   bool // its first stop has been seen and resumed
 	announced bool // EvClone has been delivered (or it needs none)
 	held      bool // stopped at its first stop, waiting for EvClone
+	heldAt    time.Time
 	inSyscall bool // resumed with PTRACE_SYSCALL: an exit stop is due
 	nsTid     int
 }

@@ -165,7 +165,7 @@ func (s *Sandbox) stopped(tid int, status uint32, kept *waitEvent) (stubExec boo
 		case !t.started:
 			t.started = true
 			if !t.announced {
-				t.held = true // resumed once its parent's event is handled
+				s.hold(t) // resumed once its parent's event is handled
 				return false
 			}
 			resume(tid, 0)
