@@ -875,7 +875,13 @@ func TestFreezeGuestEnds(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			g := startFreezeGuest(t, Config{Policy: getppidTraced()}, []*os.File{counterFile(t, 4)}, c.args...)
+			f := counterFile(t, 4)
+			g := startFreezeGuest(t, Config{Policy: getppidTraced()}, []*os.File{f}, c.args...)
+			if c.args[0] == "count" {
+				// Killed before its exec, the guest would end with
+				// ErrExec (a loaded machine takes that long).
+				waitFor(t, "the guest to count", func() bool { return counters(t, f, 4)[0] > 0 })
+			}
 			if c.frozen {
 				time.Sleep(50 * time.Millisecond)
 				g.freeze(t)
