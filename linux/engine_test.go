@@ -41,6 +41,15 @@ func boot(t *testing.T, stdin string, timeout time.Duration, args ...string) run
 	return r
 }
 
+// imageWithC returns a copy of the default image with the C program src,
+// built static, as /bin/<name>.
+func imageWithC(t *testing.T, name, src string) string {
+	t.Helper()
+	img := testutil.DefaultImage(t)
+	testutil.AddFiles(t, img, map[string]string{"/bin/" + name: testutil.StaticC(t, name, src)})
+	return img
+}
+
 // lines returns the non-empty output lines.
 func lines(s string) []string {
 	var out []string
@@ -297,9 +306,7 @@ int main(int argc, char **argv) {
 // Acceptance 5: hostile guest calls fail as the architecture says and the
 // guest never sees a host path.
 func TestHostileGuest(t *testing.T) {
-	img := testutil.DefaultImage(t)
-	bin := testutil.StaticC(t, "hostile", hostileC)
-	testutil.AddFiles(t, img, map[string]string{"/bin/hostile": bin})
+	img := imageWithC(t, "hostile", hostileC)
 	// The engine's own pid (the test's child) is not a guest pid; the
 	// test process's is as good a host pid to try.
 	eng := strconv.Itoa(os.Getpid())

@@ -73,9 +73,7 @@ int main(void) {
 // that never ends) cannot stop until it is answered, so the exec goes on
 // without it, and Linux's exec ends it.
 func TestExecWhileSiblingWaits(t *testing.T) {
-	img := testutil.DefaultImage(t)
-	bin := testutil.StaticC(t, "execwait", execWaitC)
-	testutil.AddFiles(t, img, map[string]string{"/bin/execwait": bin})
+	img := imageWithC(t, "execwait", execWaitC)
 	script := "mount -t tmpfs tmpfs /tmp; mkfifo /tmp/f; /bin/execwait; echo rc-$?; poweroff -f\n"
 	r := boot(t, script, time.Minute, "ubd0="+img, "init=/bin/sh", "con0=fd:0,fd:1", "con=null")
 	for _, want := range []string{"exec-now", "\nexec-7", "\nrc-0"} {

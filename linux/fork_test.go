@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/umltools/umltools/internal/testutil"
 )
 
 // forkExitC makes processes that fork without pause while another of
@@ -46,9 +44,7 @@ int main(int argc, char **argv) {
 // stopped for ever: here every process holds the write end of a pipe,
 // and the reader sees its end.
 func TestForkerKilled(t *testing.T) {
-	img := testutil.DefaultImage(t)
-	bin := testutil.StaticC(t, "forkexit", forkExitC)
-	testutil.AddFiles(t, img, map[string]string{"/bin/forkexit": bin})
+	img := imageWithC(t, "forkexit", forkExitC)
 	script := "/bin/forkexit 400 | cat >/dev/null; echo pipe-ended-$((6*7)); poweroff -f\n"
 	r := boot(t, script, 90*time.Second, "ubd0="+img, "init=/bin/sh", "con0=fd:0,fd:1", "con=null")
 	if !strings.Contains(r.stdout, "\npipe-ended-42") {

@@ -49,10 +49,9 @@ func bootOnPty(t *testing.T, args ...string) *sysvMachine {
 		case <-m.done:
 		default:
 			// A machine still up when its test failed is asked where
-			// it is stuck first: SIGQUIT prints every goroutine's stack.
+			// it is stuck first.
 			if t.Failed() {
-				t.Logf("processes (pid tid comm state wchan syscall):\n%s", testutil.ProcTree(m.cmd.Process.Pid))
-				m.cmd.Process.Signal(syscall.SIGQUIT)
+				t.Logf("%s", testutil.Quit(m.cmd.Process))
 				select {
 				case <-m.done:
 				case <-time.After(5 * time.Second):

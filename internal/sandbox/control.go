@@ -401,7 +401,7 @@ func (s *Sandbox) regs(tid int, regs *abi.Regs) error {
 // for the rest of the namespace). Stops are kept; exits and the bell's
 // statuses are handled as usual.
 func (s *Sandbox) settle(want map[int]bool, pid int) {
-	pause, waited := 10*time.Microsecond, time.Duration(0)
+	var b backoff
 	for len(want) > 0 {
 		var ws unix.WaitStatus
 		tid, err := unix.Wait4(pid, &ws, abi.WALL|abi.WNOTHREAD|unix.WNOHANG, nil)
@@ -423,7 +423,7 @@ func (s *Sandbox) settle(want map[int]bool, pid int) {
 		// Nothing to collect. An interrupted thread stops within
 		// microseconds unless the host kernel holds it: look at /proc
 		// only once that is likely.
-		if waited >= time.Millisecond {
+		if b.waited >= time.Millisecond {
 			for tid := range want {
 				if parked(tid) {
 					delete(want, tid)
@@ -433,10 +433,22 @@ func (s *Sandbox) settle(want map[int]bool, pid int) {
 				return
 			}
 		}
-		time.Sleep(pause)
-		waited += pause
-		pause = min(2*pause, time.Millisecond)
+		b.sleep()
 	}
+}
+
+// backoff paces a loop that polls for stops: 10 µs, doubling up to 1 ms.
+// An interrupted thread stops within microseconds unless the host
+// kernel holds it.
+type backoff struct{ pause, waited time.Duration }
+
+func (b *backoff) sleep() {
+	if b.pause == 0 {
+		b.pause = 10 * time.Microsecond
+	}
+	time.Sleep(b.pause)
+	b.waited += b.pause
+	b.pause = min(2*b.pause, time.Millisecond)
 }
 
 // parked reports whether host thread tid can run no more guest code
@@ -445,7 +457,12 @@ func (s *Sandbox) settle(want map[int]bool, pid int) {
 // is exiting or gone.
 func parked(tid int) bool {
 	st, flags := hostState(tid)
-	return st == 'D' || st == 'Z' || st == 'X' || st == 0 || flags&pfExiting != 0
+	return st == 'D' || ending(st, flags)
+}
+
+// ending reports whether a thread of that hostState is exiting or gone.
+func ending(st byte, flags uint64) bool {
+	return st == 'Z' || st == 'X' || st == 0 || flags&pfExiting != 0
 }
 
 // pfExiting is the kernel's PF_EXITING task flag.

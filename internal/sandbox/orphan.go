@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/umltools/umltools/internal/abi"
 )
 
@@ -33,9 +35,14 @@ const orphanAge = 250 * time.Millisecond
 func (s *Sandbox) hold(t *Task) {
 	t.held, t.heldAt = true, time.Now()
 	if !s.orphanCheck {
-		s.orphanCheck = true
-		time.AfterFunc(orphanAge, func() { s.call(s.killOrphans) })
+		s.checkOrphansLater()
 	}
+}
+
+// checkOrphansLater has killOrphans run in orphanAge.
+func (s *Sandbox) checkOrphansLater() {
+	s.orphanCheck = true
+	time.AfterFunc(orphanAge, func() { s.call(s.killOrphans) })
 }
 
 // killOrphans kills each held process no task can report the creation
@@ -53,11 +60,10 @@ func (s *Sandbox) killOrphans() error {
 			continue
 		}
 		h.held = false
-		h.Signal(9) // SIGKILL; its exit is reported as an early one
+		h.Signal(unix.SIGKILL) // its exit is reported as an early one
 	}
 	if again {
-		s.orphanCheck = true
-		time.AfterFunc(orphanAge, func() { s.call(s.killOrphans) })
+		s.checkOrphansLater()
 	}
 	return nil
 }
@@ -84,7 +90,7 @@ func (s *Sandbox) orphaned(h *Task) bool {
 		if t.queued {
 			return false
 		}
-		if st, flags := hostState(t.Tid); st == 0 || st == 'Z' || st == 'X' || flags&pfExiting != 0 {
+		if ending(hostState(t.Tid)) {
 			continue
 		}
 		switch nr, known := hostSyscall(t.Tid); {
@@ -117,20 +123,12 @@ func hostIDs(tid int) (ppid, tgid int) {
 }
 
 // hostSyscall returns the number of the system call host thread tid is
-// blocked in (/proc/<tid>/syscall; -1 when blocked outside any), and
-// false when that cannot be told: the thread runs, or is gone.
+// blocked in (-1 when blocked outside any), and false when that cannot be
+// told: the thread runs, or is gone.
 func hostSyscall(tid int) (uint64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/syscall")
-	if err != nil {
+	var regs abi.Regs
+	if blockedRegs(tid, &regs) != nil {
 		return 0, false
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(f[0], 10, 64)
-	if err != nil { // "running"
-		return 0, false
-	}
-	return uint64(n), true
+	return regs.OrigRax, true
 }

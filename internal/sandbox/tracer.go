@@ -425,7 +425,7 @@ func (t *Task) StopSiblings() (resume func()) {
 		}
 	}
 	var frozen []int
-	pause, waited := 10*time.Microsecond, time.Duration(0)
+	var b backoff
 	for len(want) > 0 {
 		for tid := range want {
 			var ws unix.WaitStatus
@@ -444,7 +444,7 @@ func (t *Task) StopSiblings() (resume func()) {
 					// later.
 					s.keep(tid, ws)
 				}
-			case waited >= time.Millisecond && parked(tid):
+			case b.waited >= time.Millisecond && parked(tid):
 				// Held in the host kernel, for example waiting for
 				// the engine's answer to a syscall, which may need
 				// what the caller holds: it stops (the interrupt is
@@ -454,9 +454,7 @@ func (t *Task) StopSiblings() (resume func()) {
 			}
 		}
 		if len(want) > 0 {
-			time.Sleep(pause)
-			waited += pause
-			pause = min(2*pause, time.Millisecond)
+			b.sleep()
 		}
 	}
 	return func() {

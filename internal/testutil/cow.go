@@ -181,20 +181,17 @@ func RunCmd(t testing.TB, cmd *exec.Cmd, timeout time.Duration) Result {
 	var timer *time.Timer
 	hung := make(chan string, 1)
 	if timeout > 0 {
-		// A hang is asked for its state before it is killed: its
-		// processes and where each waits, then SIGQUIT, which makes a
-		// Go program print every goroutine's stack on stderr.
+		// A hang is asked where it is stuck before it is killed.
 		timer = time.AfterFunc(timeout, func() {
-			hung <- ProcTree(cmd.Process.Pid)
-			cmd.Process.Signal(syscall.SIGQUIT)
+			hung <- Quit(cmd.Process)
 			time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
 		})
 	}
 	err := cmd.Wait()
 	if timer != nil && !timer.Stop() {
-		tree := <-hung
-		t.Fatalf("%s %q: hung, killed after %v\nprocesses (pid tid comm state wchan syscall):\n%s\nstdout (end):\n%s\nstderr (end):\n%s",
-			cmd.Path, cmd.Args[1:], timeout, tree, tail(o.String(), 4<<10), tail(e.String(), 64<<10))
+		where := <-hung
+		t.Fatalf("%s %q: hung, killed after %v\n%s\nstdout (end):\n%s\nstderr (end):\n%s",
+			cmd.Path, cmd.Args[1:], timeout, where, tail(o.String(), 4<<10), tail(e.String(), 64<<10))
 	}
 	code := 0
 	var xe *exec.ExitError

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ProcTree describes pid and every process beneath it, a thread a line:
@@ -47,6 +48,16 @@ func ProcTree(pid int) string {
 		}
 	}
 	return b.String()
+}
+
+// Quit asks a hung process where it is stuck: it returns the process
+// tree beneath it (ProcTree, under a header naming the columns) and sends
+// it SIGQUIT, which makes a Go program print every goroutine's stack on
+// stderr. The caller kills it if it is still there a while later.
+func Quit(p *os.Process) string {
+	tree := "processes (pid tid comm state wchan syscall):\n" + ProcTree(p.Pid)
+	p.Signal(syscall.SIGQUIT)
+	return tree
 }
 
 // ppidOf reads a process's parent from /proc/<pid>/stat.
