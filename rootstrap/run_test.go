@@ -249,13 +249,7 @@ func (c *console) send(s string) {
 func (c *console) poweroff(cmd string, timeout time.Duration) {
 	c.t.Helper()
 	c.send(cmd + "\n")
-	err, ok := c.u.Wait(timeout)
-	if !ok {
-		c.t.Fatalf("machine did not power off within %v; output tail:\n%s", timeout, tail(c.u.Output()))
-	}
-	if err != nil {
-		c.t.Errorf("linux.uml exited with %v", err)
-	}
+	c.u.PowerOff(c.t, timeout)
 }
 
 func tail(s string) string {
@@ -322,9 +316,7 @@ func TestBusyboxJob(t *testing.T) {
 	}
 	u := testutil.StartUML(t, testutil.UMLOptions{Args: []string{"ubd0=" + img, "init=/init", "umlrun=" + host}})
 	u.WaitOutput(t, "JOB-jobhost-1", 60*time.Second)
-	if err, ok := u.Wait(30 * time.Second); !ok || err != nil {
-		t.Fatalf("machine did not power off cleanly: %v", err)
-	}
+	u.PowerOff(t, 30*time.Second)
 	testutil.E2fsck(t, img)
 }
 

@@ -68,3 +68,21 @@ func TestPending(t *testing.T) {
 		t.Errorf("a missing file: %q", got)
 	}
 }
+
+func TestHalted(t *testing.T) {
+	for _, c := range []struct {
+		out  string
+		want bool
+	}{
+		{"Sent SIGKILL to all processes\nreboot: System halted\n", true},
+		{"\r\nreboot: Power down\r\n", true},
+		{"[  1.5] reboot: System halted", true},
+		{"reboot: System halted\nKernel panic - not syncing: x\n", false},
+		{"Run /sbin/init as init process\n", false},
+		{"", false},
+	} {
+		if got := halted(c.out); got != c.want {
+			t.Errorf("halted(%q) = %v, want %v", c.out, got, c.want)
+		}
+	}
+}
