@@ -330,14 +330,20 @@ func (g *guest) threads() []int {
 }
 
 // waitFor polls cond every 5 ms for up to 5 s.
+// waitFor polls cond until it holds. On a timeout it fails t with where
+// the guests' threads are (they are children of the test process) and the
+// stacks of the test's goroutines, among them the tracer's.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if cond() {
 			return
 		}
 	}
-	t.Fatalf("timed out waiting for %s", what)
+	stacks := make([]byte, 256<<10)
+	stacks = stacks[:runtime.Stack(stacks, true)]
+	t.Fatalf("timed out waiting for %s\nprocesses (pid tid comm state wchan syscall):\n%s\ngoroutines:\n%s",
+		what, testutil.ProcTree(os.Getpid()), stacks)
 }
 
 // counters reads the n counters of "count n" from f.
