@@ -74,8 +74,9 @@ func (k *Kernel) sysExec(t *sandbox.Task, regs *abi.Regs) (act sandbox.Action) {
 	if err != nil {
 		return sandbox.Emulate(errno(err))
 	}
-	resume := t.StopSiblings()
-	defer resume()
+	// No other thread may change what is written below before the host
+	// reads it: they stay stopped until the exec has run.
+	t.HoldSiblings()
 	if prefix == nil {
 		err = t.RedirectExec(regs, host)
 	} else {

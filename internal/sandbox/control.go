@@ -347,9 +347,10 @@ func (s *Sandbox) freeze() error {
 	for tid, t := range s.tasks {
 		// Not the stub (the engine's, not the guest's, though its stops
 		// are kept too), nor tasks stopped already: with a stop in
-		// pending, at their first stop (or not there yet), or held
-		// there for their parent's creation event.
-		if t.stub || t.queued || !t.started || t.held {
+		// pending, at their first stop (or not there yet), held
+		// there for their parent's creation event, or paused for a
+		// sibling in a stop of their own.
+		if t.stub || t.queued || !t.started || t.held || t.stopped {
 			continue
 		}
 		if ptrace(abi.PTRACE_INTERRUPT, tid, 0, 0) == nil {

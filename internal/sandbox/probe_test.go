@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -23,9 +24,11 @@ import (
 // "spawn N PATH…" does it with posix_spawn (clone(CLONE_VM|CLONE_VFORK));
 // "threads" runs 4 threads making 100 getuid calls each; "clones" tries
 // namespace and CLONE_UNTRACED clones and a seccomp listener;
-// "threadexec PATH…" execs from a second thread; "freeze" calls getuid
+// "threadexec PATH…" execs from a second thread (failing, it says
+// whether the leader runs on meanwhile); "freeze" calls getuid
 // while a second thread spins ("freeze traps": 50 times, while the second
-// thread loops on getgid).
+// thread loops on getgid); "holdsleep" sleeps 400 ms while a second
+// thread counts, then says whether the count goes on.
 const probeSrc = `
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,9 +61,27 @@ static void *spin(void *arg) {
 	return arg;
 }
 
+static volatile unsigned long spins;
+
+static void *count(void *arg) {
+	spinning = 1;
+	while (!stop)
+		spins++;
+	return arg;
+}
+
+static volatile int execfailed, leaderran;
+
 static void *execer(void *arg) {
 	char **av = arg;
 	execv(av[0], av);
+	execfailed = 1;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+	while (!leaderran && t1.tv_sec - t0.tv_sec < 10);
+	printf(leaderran ? "leader ran\n" : "leader stuck\n");
 	return NULL;
 }
 
@@ -149,6 +170,11 @@ int main(int argc, char **argv) {
 	if (argc > 2 && !strcmp(argv[1], "threadexec")) {
 		pthread_t th;
 		pthread_create(&th, NULL, execer, argv + 2);
+		int traps = getenv("PROBE_TRAPS") != NULL;
+		while (!execfailed)
+			if (traps)
+				syscall(SYS_getuid);
+		leaderran = 1;
 		pthread_join(th, NULL);
 		return 3;
 	}
@@ -159,6 +185,24 @@ int main(int argc, char **argv) {
 			;
 		for (int i = 0; i < (argc > 2 ? 50 : 1); i++)
 			syscall(SYS_getuid);
+		stop = 1;
+		pthread_join(th, NULL);
+		printf("joined\n");
+		return 0;
+	}
+	if (argc > 1 && !strcmp(argv[1], "holdsleep")) {
+		pthread_t th;
+		pthread_create(&th, NULL, count, NULL);
+		while (!spinning)
+			;
+		struct timespec ts = {0, 400000000}, t0, t1;
+		syscall(SYS_nanosleep, &ts, NULL);
+		unsigned long c = spins;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+		while (spins == c && t1.tv_sec - t0.tv_sec < 10);
+		printf(spins != c ? "resumed\n" : "stuck\n");
 		stop = 1;
 		pthread_join(th, NULL);
 		printf("joined\n");
@@ -466,8 +510,18 @@ func TestKillAction(t *testing.T) {
 // execHandler records exec events.
 type execHandler struct {
 	PassThrough
+	delay time.Duration // before HoldSiblings: a trapping sibling stops in a trap
 	execs []Event
 	tids  []int
+}
+
+// Syscall holds an exec's siblings until it has run, as the kernel does.
+func (h *execHandler) Syscall(t *Task, r *abi.Regs) Action {
+	if r.OrigRax == abi.SYS_EXECVE {
+		time.Sleep(h.delay)
+		t.HoldSiblings()
+	}
+	return Native()
 }
 
 func (h *execHandler) Event(t *Task, ev Event) {
@@ -477,8 +531,9 @@ func (h *execHandler) Event(t *Task, ev Event) {
 	}
 }
 
-// TestExecFromThread: an exec from a non-leader thread is reported with
-// the thread's old tid and the leader's tid, and the new program runs.
+// TestExecFromThread: an exec from a non-leader thread, which holds the
+// leader stopped meanwhile, is reported with the thread's old tid and the
+// leader's tid, and the new program runs.
 func TestExecFromThread(t *testing.T) {
 	needBusybox(t)
 	h := &execHandler{}
@@ -491,6 +546,23 @@ func TestExecFromThread(t *testing.T) {
 	}
 	if h.execs[1].OldTid == h.tids[1] || h.tids[1] != h.tids[0] {
 		t.Errorf("thread exec: old tid %d, tid %d (init %d): want a different old tid and the leader's tid", h.execs[1].OldTid, h.tids[1], h.tids[0])
+	}
+	// The leader traps (getuid) meanwhile, and is in a trap when the
+	// exec's handler holds it: that trap is dropped with it.
+	for i := range 10 {
+		h = &execHandler{delay: 5 * time.Millisecond}
+		ws, out = runGuest(t, Config{Path: probe(t), Handler: h, Env: []string{"PROBE_TRAPS=1"},
+			Argv: []string{"probe", "threadexec", "/bin/busybox", "echo", "replaced"}})
+		if out != "replaced\n" || ws.ExitStatus() != 0 || len(h.execs) != 2 {
+			t.Errorf("run %d with a trapping leader: output %q status %v, %d exec events", i, out, ws, len(h.execs))
+		}
+	}
+	// A failing exec releases the held leader as it returns: the leader
+	// runs while the thread waits for it.
+	h = &execHandler{}
+	ws, out = runGuest(t, Config{Path: probe(t), Handler: h, Argv: []string{"probe", "threadexec", "/nonexistent"}})
+	if out != "leader ran\n" || ws.ExitStatus() != 3 || len(h.execs) != 1 {
+		t.Errorf("failed exec: output %q status %v, %d exec events", out, ws, len(h.execs))
 	}
 }
 
@@ -549,5 +621,56 @@ func TestStopSiblings(t *testing.T) {
 	}
 	if len(h.states) != 150 {
 		t.Errorf("with traps: %d states, want 150", len(h.states))
+	}
+}
+
+// holdHandler holds the nanosleep caller's siblings (HoldSiblings) and
+// records the state of the other thread 150 ms into the 400 ms sleep.
+type holdHandler struct {
+	PassThrough
+	emulate bool // answer the sleep instead of letting it run
+	mid     chan byte
+}
+
+func (h *holdHandler) Syscall(t *Task, r *abi.Regs) Action {
+	if r.OrigRax != abi.SYS_NANOSLEEP {
+		return Native()
+	}
+	t.HoldSiblings()
+	if h.emulate {
+		return Emulate(0)
+	}
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", t.Tgid))
+		for _, e := range ents {
+			if tid, _ := strconv.Atoi(e.Name()); tid != t.Tid {
+				c, _ := procState(tid)
+				h.mid <- c
+				return
+			}
+		}
+		h.mid <- '?'
+	}()
+	return Native()
+}
+
+// TestHoldSiblings: the other threads of a task whose syscall the handler
+// lets run stay stopped until the host has run it, then run again; when
+// the handler answers the syscall itself, they go on at once.
+func TestHoldSiblings(t *testing.T) {
+	pol := DefaultPolicy()
+	pol.Rules[abi.SYS_NANOSLEEP] = Rule{Else: RetTrace}
+	for _, emulate := range []bool{false, true} {
+		h := &holdHandler{emulate: emulate, mid: make(chan byte, 1)}
+		ws, out := runGuest(t, Config{Path: probe(t), Handler: h, Policy: pol, Argv: []string{"probe", "holdsleep"}})
+		if out != "resumed\njoined\n" || ws.ExitStatus() != 0 {
+			t.Errorf("emulate %v: output %q status %v", emulate, out, ws)
+		}
+		if !emulate {
+			if got := <-h.mid; got != 't' {
+				t.Errorf("the sibling's state in the sleep %q, want t (stopped)", got)
+			}
+		}
 	}
 }

@@ -31,7 +31,10 @@ type Task struct {
 	announced bool // EvClone has been delivered (or it needs none)
 	held      bool // stopped at its first stop, waiting for EvClone
 	heldAt    time.Time
-	inSyscall bool // resumed with PTRACE_SYSCALL: an exit stop is due
+	inSyscall bool    // resumed with PTRACE_SYSCALL: an exit stop is due
+	paused    bool    // stopped for a sibling (StopSiblings, HoldSiblings)
+	stopped   bool    // paused, in a stop only the release resumes
+	holding   []*Task // siblings held until this task's next stop
 	nsTid     int
 }
 
@@ -149,7 +152,7 @@ func (t *Task) Signal(sig unix.Signal) error {
 // file, not /proc/<engine>/fd/N (refused across user namespaces). Return
 // Native() afterwards: the host builds the new image.
 //
-// Stop the other threads first (StopSiblings) so none can change the
+// Hold the other threads first (HoldSiblings) so none can change the
 // written path before the host reads it.
 func (t *Task) RedirectExec(regs *abi.Regs, hostPath string) error {
 	return t.RewriteExec(regs, hostPath, nil, 0)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"time"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -45,15 +45,13 @@ func (s *Sandbox) tracer() {
 	}()
 	s.startBell()
 	for {
-		if len(s.pending) > 0 && !s.frozen {
-			// Stops collected out of turn come first.
-			ev := s.pending[0]
-			s.pending = s.pending[1:]
-			if t := s.tasks[ev.tid]; t != nil {
-				t.queued = false
+		if !s.frozen {
+			// Stops collected out of turn come first, but not those of
+			// paused tasks (see HoldSiblings).
+			if ev, ok := s.nextPending(); ok {
+				s.handle(&ev)
+				continue
 			}
-			s.handle(&ev)
-			continue
 		}
 		// __WNOTHREAD: only this thread's children and tracees, so the
 		// engine's other children (os/exec elsewhere) are never reaped
@@ -65,9 +63,13 @@ func (s *Sandbox) tracer() {
 		}
 		if err == unix.ECHILD {
 			if len(s.pending) > 0 {
-				// Every task is gone while frozen: what was kept is
-				// handled now, so the handler sees every exit.
+				// Every task is gone while frozen (or paused): what
+				// was kept is handled now, so the handler sees every
+				// exit.
 				s.frozen = false
+				for _, t := range s.tasks {
+					t.paused, t.holding = false, nil
+				}
 				continue
 			}
 			break
@@ -129,6 +131,9 @@ func (s *Sandbox) handle(ev *waitEvent) {
 func (s *Sandbox) exited(tid int, ws unix.WaitStatus) {
 	t := s.tasks[tid]
 	delete(s.tasks, tid)
+	if t != nil {
+		s.releaseHeld(t)
+	}
 	switch {
 	case t == nil || !t.announced:
 		// A new task killed before its parent's creation event
@@ -159,6 +164,7 @@ func (s *Sandbox) stopped(tid int, status uint32, kept *waitEvent) (stubExec boo
 		t = &Task{Tid: tid, Tgid: tid, sb: s}
 		s.tasks[tid] = t
 	}
+	s.releaseHeld(t) // the syscall it held its siblings for has run
 	switch {
 	case event == abi.PTRACE_EVENT_STOP:
 		switch {
@@ -168,12 +174,12 @@ func (s *Sandbox) stopped(tid int, status uint32, kept *waitEvent) (stubExec boo
 				s.hold(t) // resumed once its parent's event is handled
 				return false
 			}
-			resume(tid, 0)
+			s.resumeUnlessPaused(t)
 		case isStopSignal(sig):
 			// Group stop: stay stopped but keep reporting (SIGCONT).
 			ptrace(abi.PTRACE_LISTEN, tid, 0, 0)
 		default:
-			resume(tid, 0)
+			s.resumeUnlessPaused(t)
 		}
 	case sig == int(unix.SIGTRAP) && event == abi.PTRACE_EVENT_SECCOMP:
 		s.syscall(t)
@@ -189,6 +195,12 @@ func (s *Sandbox) stopped(tid int, status uint32, kept *waitEvent) (stubExec boo
 		}
 		if int(old) != tid {
 			// A non-leader thread exec'd and took over the leader's tid.
+			// Stops the old leader reported before it died (kept while
+			// it was paused) would now be taken for the new leader's:
+			// they are dropped. A child its kept fork event would have
+			// announced is never resumed, and is killed as an orphan,
+			// as if the exec had come first.
+			s.dropStops(tid)
 			if ot := s.tasks[int(old)]; ot != nil {
 				delete(s.tasks, int(old))
 				ot.Tid, ot.nsTid = tid, 0
@@ -196,6 +208,7 @@ func (s *Sandbox) stopped(tid int, status uint32, kept *waitEvent) (stubExec boo
 				t = ot
 			}
 		}
+		s.releaseHeld(t) // the exec has run: its siblings are gone
 		t.started, t.announced = true, true
 		stubExec = t.stub
 		t.stub = false
@@ -263,9 +276,26 @@ func (s *Sandbox) syscall(t *Task) {
 			setRegs(t.Tid, &regs)
 		}
 	}
-	if act.kind == actNativeExit {
-		t.inSyscall = true
+	native := act.kind == actNative || act.kind == actNativeExit
+	if !native {
+		s.releaseHeld(t) // the host does not run the syscall
+	}
+	if act.kind == actNativeExit || native && len(t.holding) > 0 {
+		// Stop again when the syscall returns: to call SyscallExit,
+		// or to release the siblings once the host has run it (an exec
+		// that succeeds stops first at its exec event).
+		t.inSyscall = act.kind == actNativeExit
 		ptrace(abi.PTRACE_SYSCALL, t.Tid, 0, 0)
+		return
+	}
+	resume(t.Tid, 0)
+}
+
+// resumeUnlessPaused resumes t from an interrupt stop, or keeps it
+// stopped for the release when it is paused.
+func (s *Sandbox) resumeUnlessPaused(t *Task) {
+	if t.paused {
+		t.stopped = true
 		return
 	}
 	resume(t.Tid, 0)
@@ -399,75 +429,12 @@ func (s *Sandbox) keep(tid int, ws unix.WaitStatus) {
 	s.pending = append(s.pending, ev)
 }
 
-// StopSiblings stops every other thread of t's thread group and returns a
-// function that resumes them. Call it from a Handler method (the tracer
-// thread) before writing guest memory the host kernel will read, so no
-// other thread can change it in between (TOCTOU), and call the returned
-// function before the handler returns. Stops the siblings report meanwhile
-// are kept and handled after the current one. A sibling held in the host
-// kernel (waiting for the engine's answer to a syscall, say) is not
-// waited for: it stops before it runs guest code again.
-//
-// While the sandbox is frozen (a Handler's EvExit then), no guest code
-// runs and StopSiblings does nothing.
-func (t *Task) StopSiblings() (resume func()) {
-	s := t.sb
-	if s == nil || s.frozen {
-		return func() {}
-	}
-	want := map[int]bool{}
-	for _, o := range s.tasks {
-		if o == t || o.Tgid != t.Tgid || o.held || o.queued || !o.started {
-			continue
-		}
-		if ptrace(abi.PTRACE_INTERRUPT, o.Tid, 0, 0) == nil { // else gone
-			want[o.Tid] = true
-		}
-	}
-	var frozen []int
-	var b backoff
-	for len(want) > 0 {
-		for tid := range want {
-			var ws unix.WaitStatus
-			got, err := unix.Wait4(tid, &ws, abi.WALL|abi.WNOTHREAD|unix.WNOHANG, nil)
-			switch {
-			case err == unix.EINTR:
-			case err != nil: // gone
-				delete(want, tid)
-			case got == tid:
-				delete(want, tid)
-				if st := uint32(ws); ws.Stopped() && st>>16 == abi.PTRACE_EVENT_STOP && ws.StopSignal() == unix.SIGTRAP {
-					frozen = append(frozen, tid) // our interrupt
-				} else {
-					// Another stop (or its exit) came first: it is
-					// stopped now, and the main loop handles that stop
-					// later.
-					s.keep(tid, ws)
-				}
-			case b.waited >= time.Millisecond && parked(tid):
-				// Held in the host kernel, for example waiting for
-				// the engine's answer to a syscall, which may need
-				// what the caller holds: it stops (the interrupt is
-				// pending) before it runs guest code again, and the
-				// main loop resumes it then.
-				delete(want, tid)
-			}
-		}
-		if len(want) > 0 {
-			b.sleep()
-		}
-	}
-	return func() {
-		for _, tid := range frozen {
-			if s.frozen {
-				// Frozen meanwhile: the interrupt stop is kept like
-				// the others and handled (resumed) after Thaw.
-				s.keep(tid, interruptStop)
-				continue
-			}
-			ptrace(abi.PTRACE_CONT, tid, 0, 0)
-		}
-	}
+// dropStops removes the kept stops of tid from pending; its kept exit,
+// if any, stays.
+func (s *Sandbox) dropStops(tid int) {
+	s.pending = slices.DeleteFunc(s.pending, func(ev waitEvent) bool {
+		return ev.tid == tid && ev.ws.Stopped()
+	})
 }
 
 // interruptStop is the wait status of a PTRACE_INTERRUPT stop.
