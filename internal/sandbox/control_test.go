@@ -271,14 +271,17 @@ func (g *guest) wait(t *testing.T) (unix.WaitStatus, string) {
 	t.Helper()
 	var ws unix.WaitStatus
 	var err error
-	within(t, 10*time.Second, "Wait", func() { ws, err = g.Wait() })
+	// Generous: "forkloop 6000" takes 3 s alone and 15 s beside three
+	// busy loops on 2 CPUs. A hang still fails, with a report.
+	within(t, 60*time.Second, "Wait", func() { ws, err = g.Wait() })
 	if err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
 	return ws, g.output(t)
 }
 
-// within runs f and fails the test if it does not return within d.
+// within runs f and fails the test if it does not return within d, with
+// a hangReport.
 func within(t *testing.T, d time.Duration, what string, f func()) {
 	t.Helper()
 	done := make(chan struct{})
@@ -289,8 +292,17 @@ func within(t *testing.T, d time.Duration, what string, f func()) {
 	select {
 	case <-done:
 	case <-time.After(d):
-		t.Fatalf("%s did not return within %v", what, d)
+		t.Fatalf("%s did not return within %v\n%s", what, d, hangReport())
 	}
+}
+
+// hangReport says where the guests' threads are (they are children of the
+// test process) and gives the stacks of the test's goroutines, the
+// tracer's among them.
+func hangReport() string {
+	stacks := make([]byte, 256<<10)
+	stacks = stacks[:runtime.Stack(stacks, true)]
+	return fmt.Sprintf("processes (pid tid comm state wchan syscall):\n%s\ngoroutines:\n%s", testutil.ProcTree(os.Getpid()), stacks)
 }
 
 // freeze calls Freeze, failing the test on an error or a hang.
@@ -330,9 +342,8 @@ func (g *guest) threads() []int {
 }
 
 // waitFor polls cond every 5 ms for up to 5 s.
-// waitFor polls cond until it holds. On a timeout it fails t with where
-// the guests' threads are (they are children of the test process) and the
-// stacks of the test's goroutines, among them the tracer's.
+// waitFor polls cond until it holds, and fails t with a hangReport if it
+// does not within 15 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
@@ -340,10 +351,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			return
 		}
 	}
-	stacks := make([]byte, 256<<10)
-	stacks = stacks[:runtime.Stack(stacks, true)]
-	t.Fatalf("timed out waiting for %s\nprocesses (pid tid comm state wchan syscall):\n%s\ngoroutines:\n%s",
-		what, testutil.ProcTree(os.Getpid()), stacks)
+	t.Fatalf("timed out waiting for %s\n%s", what, hangReport())
 }
 
 // counters reads the n counters of "count n" from f.
