@@ -302,7 +302,7 @@ func within(t *testing.T, d time.Duration, what string, f func()) {
 func hangReport() string {
 	stacks := make([]byte, 256<<10)
 	stacks = stacks[:runtime.Stack(stacks, true)]
-	return fmt.Sprintf("processes (pid tid comm state wchan syscall):\n%s\ngoroutines:\n%s", testutil.ProcTree(os.Getpid()), stacks)
+	return fmt.Sprintf("%s\ngoroutines:\n%s", testutil.ProcReport(os.Getpid()), stacks)
 }
 
 // freeze calls Freeze, failing the test on an error or a hang.

@@ -566,6 +566,20 @@ func TestExecFromThread(t *testing.T) {
 	}
 }
 
+// siblingStates is the state letter /proc shows for each of t's other
+// threads.
+func siblingStates(t *Task) string {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", t.Tgid))
+	var st []byte
+	for _, e := range ents {
+		if tid, _ := strconv.Atoi(e.Name()); tid != t.Tid {
+			c, _ := procState(tid)
+			st = append(st, c)
+		}
+	}
+	return string(st)
+}
+
 // freezeHandler stops the siblings of the getuid caller and records the
 // state of each as /proc shows it before, during and after.
 type freezeHandler struct {
@@ -577,22 +591,11 @@ func (h *freezeHandler) Syscall(t *Task, r *abi.Regs) Action {
 	if r.OrigRax != abi.SYS_GETUID {
 		return Native()
 	}
-	others := func() string {
-		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", t.Tgid))
-		var st []byte
-		for _, e := range ents {
-			if tid, _ := strconv.Atoi(e.Name()); tid != t.Tid {
-				c, _ := procState(tid)
-				st = append(st, c)
-			}
-		}
-		return string(st)
-	}
-	h.states = append(h.states, others())
+	h.states = append(h.states, siblingStates(t))
 	resume := t.StopSiblings()
-	h.states = append(h.states, others())
+	h.states = append(h.states, siblingStates(t))
 	resume()
-	h.states = append(h.states, others())
+	h.states = append(h.states, siblingStates(t))
 	return Emulate(0)
 }
 
@@ -629,7 +632,7 @@ func TestStopSiblings(t *testing.T) {
 type holdHandler struct {
 	PassThrough
 	emulate bool // answer the sleep instead of letting it run
-	mid     chan byte
+	mid     chan string
 }
 
 func (h *holdHandler) Syscall(t *Task, r *abi.Regs) Action {
@@ -642,15 +645,7 @@ func (h *holdHandler) Syscall(t *Task, r *abi.Regs) Action {
 	}
 	go func() {
 		time.Sleep(150 * time.Millisecond)
-		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", t.Tgid))
-		for _, e := range ents {
-			if tid, _ := strconv.Atoi(e.Name()); tid != t.Tid {
-				c, _ := procState(tid)
-				h.mid <- c
-				return
-			}
-		}
-		h.mid <- '?'
+		h.mid <- siblingStates(t)
 	}()
 	return Native()
 }
@@ -662,13 +657,13 @@ func TestHoldSiblings(t *testing.T) {
 	pol := DefaultPolicy()
 	pol.Rules[abi.SYS_NANOSLEEP] = Rule{Else: RetTrace}
 	for _, emulate := range []bool{false, true} {
-		h := &holdHandler{emulate: emulate, mid: make(chan byte, 1)}
+		h := &holdHandler{emulate: emulate, mid: make(chan string, 1)}
 		ws, out := runGuest(t, Config{Path: probe(t), Handler: h, Policy: pol, Argv: []string{"probe", "holdsleep"}})
 		if out != "resumed\njoined\n" || ws.ExitStatus() != 0 {
 			t.Errorf("emulate %v: output %q status %v", emulate, out, ws)
 		}
 		if !emulate {
-			if got := <-h.mid; got != 't' {
+			if got := <-h.mid; got != "t" {
 				t.Errorf("the sibling's state in the sleep %q, want t (stopped)", got)
 			}
 		}

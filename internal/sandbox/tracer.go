@@ -206,9 +206,9 @@ func (s *Sandbox) stopped(tid int, status uint32, kept *waitEvent) (stubExec boo
 				ot.Tid, ot.nsTid = tid, 0
 				s.tasks[tid] = ot
 				t = ot
+				s.releaseHeld(t) // the exec has run: its siblings are gone
 			}
 		}
-		s.releaseHeld(t) // the exec has run: its siblings are gone
 		t.started, t.announced = true, true
 		stubExec = t.stub
 		t.stub = false

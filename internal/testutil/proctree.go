@@ -50,12 +50,17 @@ func ProcTree(pid int) string {
 	return b.String()
 }
 
+// ProcReport is ProcTree(pid) under a header naming its columns.
+func ProcReport(pid int) string {
+	return "processes (pid tid comm state wchan syscall):\n" + ProcTree(pid)
+}
+
 // Quit asks a hung process where it is stuck: it returns the process
-// tree beneath it (ProcTree, under a header naming the columns) and sends
-// it SIGQUIT, which makes a Go program print every goroutine's stack on
-// stderr. The caller kills it if it is still there a while later.
+// tree beneath it (ProcReport) and sends it SIGQUIT, which makes a Go
+// program print every goroutine's stack on stderr. The caller kills it if
+// it is still there a while later.
 func Quit(p *os.Process) string {
-	tree := "processes (pid tid comm state wchan syscall):\n" + ProcTree(p.Pid)
+	tree := ProcReport(p.Pid)
 	p.Signal(syscall.SIGQUIT)
 	return tree
 }
